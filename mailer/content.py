@@ -1,0 +1,195 @@
+"""Content as files: the organisation, its privacy notice, and the lead magnets.
+
+Loaded and checked once at start-up; a bad file stops the service with an error that
+names the file and the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ContentError
+
+SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,98}$")
+
+
+@dataclass(frozen=True)
+class MailText:
+    subject: str
+    intro: str
+    button: str
+    outro: str = ""
+
+
+@dataclass(frozen=True)
+class Magnet:
+    slug: str
+    title: str
+    file: Path
+    download_name: str
+    link_max_age_days: int
+    heading: str
+    intro: str
+    points: tuple[str, ...]
+    button: str
+    confirm_mail: MailText
+    guide_mail: MailText
+
+    @property
+    def link_max_age_seconds(self) -> int:
+        return self.link_max_age_days * 86400
+
+
+@dataclass(frozen=True)
+class Notice:
+    """The text shown beside the form; its hash identifies it in the consent evidence."""
+
+    version: str
+    marketing_label: str
+    text: str
+
+    @property
+    def full_text(self) -> str:
+        return f"{self.marketing_label}\n\n{self.text}"
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.full_text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Organisation:
+    name: str
+    postal_address: str
+    website: str
+    privacy_contact: str
+    default_magnet: str
+    notice: Notice
+
+
+@dataclass(frozen=True)
+class Content:
+    organisation: Organisation
+    magnets: dict[str, Magnet]
+
+    @property
+    def default_magnet(self) -> Magnet:
+        return self.magnets[self.organisation.default_magnet]
+
+
+def load_content(root: Path) -> Content:
+    magnets_dir = root / "magnets"
+    magnets = {}
+    for path in sorted(magnets_dir.glob("*.toml")):
+        magnet = _load_magnet(path)
+        magnets[magnet.slug] = magnet
+    organisation = _load_organisation(root / "organisation.toml")
+    if not magnets:
+        raise ContentError(f"{magnets_dir}: no lead magnet (*.toml) found")
+    if organisation.default_magnet not in magnets:
+        raise ContentError(
+            f"{root / 'organisation.toml'}: default_magnet {organisation.default_magnet!r} "
+            f"is not one of {', '.join(magnets)}"
+        )
+    return Content(organisation, magnets)
+
+
+class _Fields:
+    """Reads typed fields from a parsed TOML table, naming file and field in every error."""
+
+    def __init__(self, path: Path, data: dict, prefix: str = ""):
+        self.path, self.data, self.prefix = path, data, prefix
+
+    def fail(self, name: str, problem: str) -> ContentError:
+        return ContentError(f"{self.path}: field '{self.prefix}{name}' {problem}")
+
+    def text(self, name: str, default: str | None = None) -> str:
+        value = self.data.get(name, default)
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(name, "must be a non-empty text")
+        return " ".join(value.split()) if "\n" in value else value.strip()
+
+    def number(self, name: str, default: int) -> int:
+        value = self.data.get(name, default)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise self.fail(name, "must be a whole number of at least 1")
+        return value
+
+    def texts(self, name: str) -> tuple[str, ...]:
+        value = self.data.get(name, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise self.fail(name, "must be a list of texts")
+        return tuple(value)
+
+    def table(self, name: str) -> "_Fields":
+        value = self.data.get(name)
+        if not isinstance(value, dict):
+            raise self.fail(name, "is missing (a [section] is expected)")
+        return _Fields(self.path, value, f"{self.prefix}{name}.")
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ContentError(f"{path}: file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ContentError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _load_magnet(path: Path) -> Magnet:
+    fields = _Fields(path, _read_toml(path))
+    slug = path.stem
+    if not SLUG.match(slug):
+        raise ContentError(f"{path}: the file name must be a slug (lowercase letters, digits, dashes)")
+    pdf = (path.parent / fields.text("file")).resolve()
+    if not pdf.is_file():
+        raise fields.fail("file", f"points to {pdf}, which does not exist")
+    with pdf.open("rb") as handle:
+        if handle.read(5) != b"%PDF-":
+            raise fields.fail("file", f"points to {pdf}, which is not a PDF")
+    landing, mail = fields.table("landing"), fields.table("mail")
+    return Magnet(
+        slug=slug,
+        title=fields.text("title"),
+        file=pdf,
+        download_name=fields.text("download_name", f"{slug}.pdf"),
+        link_max_age_days=fields.number("link_max_age_days", 30),
+        heading=landing.text("heading"),
+        intro=landing.text("intro"),
+        points=landing.texts("points"),
+        button=landing.text("button"),
+        confirm_mail=_mail_text(mail.table("confirm")),
+        guide_mail=_mail_text(mail.table("guide")),
+    )
+
+
+def _mail_text(fields: _Fields) -> MailText:
+    return MailText(
+        subject=fields.text("subject"),
+        intro=fields.text("intro"),
+        button=fields.text("button"),
+        outro=fields.text("outro", "-") if "outro" in fields.data else "",
+    )
+
+
+def _load_organisation(path: Path) -> Organisation:
+    fields = _Fields(path, _read_toml(path))
+    privacy = fields.table("privacy")
+    return Organisation(
+        name=fields.text("name"),
+        postal_address=fields.text("postal_address"),
+        website=fields.text("website"),
+        privacy_contact=fields.text("privacy_contact"),
+        default_magnet=fields.text("default_magnet"),
+        notice=Notice(
+            version=privacy.text("version"),
+            marketing_label=privacy.text("marketing_label"),
+            text=privacy.text("notice"),
+        ),
+    )

@@ -1,0 +1,35 @@
+"""The small error hierarchy: each error carries what an operator needs to act."""
+
+
+class MailerError(Exception):
+    """Base class for every error mailer raises on purpose."""
+
+
+class SettingsError(MailerError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+class ContentError(MailerError):
+    """A content file (lead magnet, organisation, notice) is invalid; the message names file and field."""
+
+
+class InvalidLink(MailerError):
+    """A signed link is expired, tampered with, or meant for something else."""
+
+    def __init__(self, reason: str, magnet: str | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.magnet = magnet
+
+
+class DeliveryError(MailerError):
+    """A transport could not hand one message over.
+
+    ``code`` is the SMTP reply code when the server answered (None for a broken
+    connection or timeout); ``text`` is the server's text or the exception.
+    """
+
+    def __init__(self, code: int | None, text: str):
+        super().__init__(f"{code or 'no reply'}: {text}")
+        self.code = code
+        self.text = text

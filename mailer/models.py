@@ -1,0 +1,169 @@
+"""Tables and status enums, each enum beside the transitions it allows."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC in Python, naive UTC in the database (same on SQLite and PostgreSQL)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTCDateTime column")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect):
+        return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class LeadStatus(str, enum.Enum):
+    """pending -> confirmed (the visitor pressed the button in the confirmation mail);
+    any -> unsubscribed; any -> undeliverable (the server refused the mailbox);
+    unsubscribed -> confirmed (a new signup, confirmed again by the visitor)."""
+
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    UNSUBSCRIBED = "unsubscribed"
+    UNDELIVERABLE = "undeliverable"
+
+
+class OutboxStatus(str, enum.Enum):
+    """queued -> sending (claimed by a worker, with a lease in claimed_until);
+    sending -> sent | deferred (temporary failure, retried at next_attempt_at) | failed;
+    deferred -> sending; sending with an expired lease -> sending (claimed again);
+    queued | deferred -> cancelled (the mail lost its purpose); failed -> queued (operator retry)."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class MailKind(str, enum.Enum):
+    CONFIRM = "confirm"
+    GUIDE = "guide"
+
+
+TRANSACTIONAL_PRIORITY = 0  # lower is sent first
+
+
+class Lead(Base):
+    __tablename__ = "leads"
+    # AUTOINCREMENT: an erased lead's id is never handed to a new lead, so old links stay dead.
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    first_name: Mapped[str] = mapped_column(String(100), default="")
+    status: Mapped[str] = mapped_column(String(20), default=LeadStatus.PENDING.value)
+    magnet: Mapped[str] = mapped_column(String(100))
+    marketing_consent: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ConsentNotice(Base):
+    """The exact text a visitor saw next to the form, stored once per version."""
+
+    __tablename__ = "consent_notices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[str] = mapped_column(String(50))
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ConsentEvent(Base):
+    """Append-only evidence: who agreed to what, when, how, having seen which text."""
+
+    __tablename__ = "consent_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # signup, confirm, unsubscribe, erase
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    magnet: Mapped[str] = mapped_column(String(100))
+    marketing_consent: Mapped[bool] = mapped_column(Boolean)
+    ip: Mapped[str | None] = mapped_column(String(45))
+    user_agent: Mapped[str | None] = mapped_column(String(400))
+    form: Mapped[str] = mapped_column(String(100))
+    notice_id: Mapped[int | None] = mapped_column(ForeignKey("consent_notices.id"))
+
+
+class Download(Base):
+    __tablename__ = "downloads"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"), index=True)
+    magnet: Mapped[str] = mapped_column(String(100))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Outbox(Base):
+    """One mail to deliver. Written in the transaction that causes it; delivered by a worker."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        # The claim query: due rows by status and time, transactional first.
+        Index("ix_outbox_due", "status", "next_attempt_at"),
+        Index("ix_outbox_lead_kind", "lead_id", "kind", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(30))
+    lead_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"))
+    recipient: Mapped[str] = mapped_column(String(320))
+    magnet: Mapped[str | None] = mapped_column(String(100))
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    message_id: Mapped[str] = mapped_column(String(250), unique=True)
+    priority: Mapped[int] = mapped_column(SmallInteger, default=TRANSACTIONAL_PRIORITY)
+    status: Mapped[str] = mapped_column(String(20), default=OutboxStatus.QUEUED.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class DeliveryAttempt(Base):
+    """One row per hand-over attempt, with the server's answer, for the operator to read."""
+
+    __tablename__ = "delivery_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    outbox_id: Mapped[int] = mapped_column(ForeignKey("outbox.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    worker: Mapped[str] = mapped_column(String(100))
+    code: Mapped[int | None] = mapped_column(Integer)
+    reply: Mapped[str] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(String(20))

@@ -1,0 +1,61 @@
+"""APScheduler wiring only: a fixed handful of periodic jobs, never one job per lead.
+
+`mailer serve` and `mailer worker` run these on a timer; `mailer tick` runs each once.
+Gunicorn web workers import create_app() alone and so never start a scheduler.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy.exc import DBAPIError
+
+from .outbox import Sender
+
+log = logging.getLogger("mailer.scheduler")
+
+
+@dataclass(frozen=True)
+class PeriodicJob:
+    name: str
+    every_seconds: float
+    run: Callable[[], str]  # does one pass; returns what it did, or "" when there was nothing to do
+
+
+def periodic_jobs(services, sender: Sender) -> list[PeriodicJob]:
+    def dispatch_outbox() -> str:
+        report = sender.dispatch_all()
+        if report.handled == 0:
+            return ""
+        line = f"sent {report.sent}, deferred {report.deferred}, failed {report.failed}"
+        return "\n  ".join([line, *report.errors])
+
+    return [PeriodicJob("dispatch-outbox", services.settings.dispatch_interval, dispatch_outbox)]
+
+
+def build_scheduler(jobs: list[PeriodicJob]) -> BackgroundScheduler:
+    # coalesce + max_instances=1: a slow pass is never run twice at once, and missed runs
+    # collapse into one; misfire_grace_time=None: a late run still runs (late, never dropped).
+    scheduler = BackgroundScheduler(
+        timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
+    )
+    for job in jobs:
+        scheduler.add_job(_guarded(job), "interval", seconds=job.every_seconds, id=job.name, name=job.name)
+    return scheduler
+
+
+def _guarded(job: PeriodicJob) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            result = job.run()
+        except DBAPIError as exc:
+            # The database is restarting or unreachable: nothing was claimed, the next pass retries.
+            log.warning("%s: database unavailable (%s); will retry", job.name, exc.__class__.__name__)
+            return
+        if result:
+            log.info("%s: %s", job.name, result)
+
+    return run

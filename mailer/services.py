@@ -1,0 +1,56 @@
+"""The composition root: settings in, every collaborator wired once, shared by web, worker and CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from email.utils import parseaddr
+
+from .clock import SystemClock
+from .content import Content, load_content
+from .db import Database
+from .links import Links
+from .rendering import MailRenderer
+from .settings import PROJECT_ROOT, Settings
+from .signup import Funnel
+from .tokens import Signer
+from .transports import Transport, make_transport
+
+TEMPLATES = PROJECT_ROOT / "templates"
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    content: Content
+    signer: Signer
+    links: Links
+    renderer: MailRenderer
+    funnel: Funnel
+    clock: object
+
+    def transport(self) -> Transport:
+        """A new transport for one sender (a connection is not shared between threads)."""
+        return make_transport(self.settings.mail)
+
+
+def build_services(settings: Settings | None = None, clock=None) -> Services:
+    settings = settings or Settings.from_env()
+    content = load_content(settings.content_path)
+    clock = clock or SystemClock()
+    signer = Signer(settings.secret_keys, clock)
+    links = Links(settings.base_url, signer)
+    return Services(
+        settings=settings,
+        db=Database(settings.database_url),
+        content=content,
+        signer=signer,
+        links=links,
+        renderer=MailRenderer(TEMPLATES, content, links, settings.confirm_max_age_days),
+        funnel=Funnel(
+            mail_domain=parseaddr(settings.mail_from)[1].rpartition("@")[2],
+            mails_per_day=settings.confirm_mails_per_day,
+            notice=content.organisation.notice,
+        ),
+        clock=clock,
+    )

@@ -1,0 +1,242 @@
+"""Typed settings, read once from ``MAILER_*`` environment variables and an optional ``.env``.
+
+Every check happens here, at start-up, and every error names the variable to fix.
+The embedded default needs no settings at all: a SQLite file and a folder of ``.eml``
+files under ``instance/``, and a secret key generated once and kept there (mode 0600).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit, parse_qs
+
+from dotenv import dotenv_values
+from email_validator import EmailNotValidError, validate_email
+from email.utils import parseaddr
+from limits import parse_many
+
+from .errors import SettingsError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MAIL_SCHEMES = ("smtp", "smtp+starttls", "smtps", "file", "console", "memory")
+
+
+@dataclass(frozen=True)
+class MailURL:
+    """The parsed ``MAILER_MAIL_URL``: which transport, and where it delivers."""
+
+    scheme: str
+    host: str = ""
+    port: int = 0
+    username: str | None = None
+    password: str | None = None
+    path: Path | None = None
+    timeout: float = 30.0
+
+    @property
+    def is_smtp(self) -> bool:
+        return self.scheme.startswith("smtp")
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    secret_keys: tuple[str, ...]
+    base_url: str
+    mail: MailURL
+    mail_from: str
+    instance_path: Path
+    content_path: Path
+    ratelimit_storage_url: str = "memory://"
+    signup_rate_limit: str = "10 per minute;50 per hour"
+    form_min_seconds: float = 2.0
+    confirm_max_age_days: int = 7
+    confirm_mails_per_day: int = 3
+    dispatch_interval: float = 1.0
+    send_batch_size: int = 100
+    proxy_count: int = 0
+    log_mail: bool = False
+
+    @property
+    def embedded(self) -> bool:
+        """True when running on a SQLite file: one machine, one process that does everything."""
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def is_https(self) -> bool:
+        return self.base_url.startswith("https://")
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, dotenv: Path | None = None) -> "Settings":
+        """Build and check the settings; raise SettingsError naming the first bad variable."""
+        env = dict(dotenv_values(dotenv or Path.cwd() / ".env"))
+        env.update(os.environ if environ is None else environ)
+        env = {k: v for k, v in env.items() if k.startswith("MAILER_") and v is not None}
+        return _build(env)
+
+
+def _build(env: dict[str, str]) -> Settings:
+    instance = Path(env.get("MAILER_INSTANCE_PATH", PROJECT_ROOT / "instance")).resolve()
+    content = Path(env.get("MAILER_CONTENT_PATH", PROJECT_ROOT / "content")).resolve()
+    if not content.is_dir():
+        raise SettingsError(f"MAILER_CONTENT_PATH: {content} is not a folder")
+
+    database_url = _database_url(env.get("MAILER_DATABASE_URL"), instance)
+    mail = _mail_url(env.get("MAILER_MAIL_URL"), instance)
+    embedded = database_url.startswith("sqlite")
+    return Settings(
+        database_url=database_url,
+        secret_keys=_secret_keys(env.get("MAILER_SECRET_KEY"), instance, embedded),
+        base_url=_base_url(env.get("MAILER_BASE_URL", "http://127.0.0.1:8000")),
+        mail=mail,
+        mail_from=_address("MAILER_FROM", env.get("MAILER_FROM", "Mini guide <guide@example.nl>")),
+        instance_path=instance,
+        content_path=content,
+        ratelimit_storage_url=_storage_url(env.get("MAILER_RATELIMIT_STORAGE_URL", "memory://")),
+        signup_rate_limit=_rate_limit(env.get("MAILER_SIGNUP_RATE_LIMIT", "10 per minute;50 per hour")),
+        form_min_seconds=_number("MAILER_FORM_MIN_SECONDS", env, 2.0, float, minimum=0),
+        confirm_max_age_days=_number("MAILER_CONFIRM_MAX_AGE_DAYS", env, 7, int, minimum=1),
+        confirm_mails_per_day=_number("MAILER_CONFIRM_MAILS_PER_DAY", env, 3, int, minimum=1),
+        dispatch_interval=_number("MAILER_DISPATCH_INTERVAL", env, 1.0, float, minimum=0.1),
+        send_batch_size=_number("MAILER_SEND_BATCH_SIZE", env, 100, int, minimum=1),
+        proxy_count=_number("MAILER_PROXY_COUNT", env, 0, int, minimum=0),
+        log_mail=_flag("MAILER_LOG_MAIL", env, default=mail.scheme in ("file", "console")),
+    )
+
+
+def _database_url(value: str | None, instance: Path) -> str:
+    if not value:
+        return f"sqlite:///{instance / 'mailer.db'}"
+    if value.startswith("postgres://") or value.startswith("postgresql://"):
+        # psycopg 3 is the driver we ship (extra "postgres"); name it so SQLAlchemy does not guess psycopg2.
+        value = "postgresql+psycopg://" + value.split("://", 1)[1]
+    if not (value.startswith("sqlite:///") or value.startswith("postgresql+psycopg://")):
+        raise SettingsError(
+            "MAILER_DATABASE_URL must be sqlite:///PATH or postgresql://USER@HOST/DB, got "
+            f"{value.split('://', 1)[0]}://…"
+        )
+    return value
+
+
+def _secret_keys(value: str | None, instance: Path, embedded: bool) -> tuple[str, ...]:
+    if value:
+        keys = tuple(k.strip() for k in value.split(",") if k.strip())
+        short = [i for i, k in enumerate(keys) if len(k) < 16]
+        if not keys or short:
+            raise SettingsError("MAILER_SECRET_KEY: every key (comma-separated, newest first) needs 16+ characters")
+        return keys
+    if not embedded:
+        raise SettingsError(
+            "MAILER_SECRET_KEY is required outside the embedded default (SQLite): set one or more "
+            "comma-separated keys, newest first, e.g. from `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+        )
+    return (_instance_secret(instance),)
+
+
+def _instance_secret(instance: Path) -> str:
+    """The embedded default's key: generated once, kept in instance/secret_key with mode 0600."""
+    path = instance / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    instance.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    return key
+
+
+def _base_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SettingsError(f"MAILER_BASE_URL must be an absolute http(s) URL, got {value!r}")
+    return value.rstrip("/")
+
+
+def _mail_url(value: str | None, instance: Path) -> MailURL:
+    if not value:
+        return MailURL("file", path=instance / "mail")
+    parts = urlsplit(value)
+    scheme = parts.scheme
+    if scheme not in MAIL_SCHEMES:
+        raise SettingsError(f"MAILER_MAIL_URL scheme must be one of {', '.join(MAIL_SCHEMES)}, got {scheme!r}")
+    if scheme == "file":
+        raw = unquote(parts.path)
+        if not raw:
+            raise SettingsError("MAILER_MAIL_URL: file:///DIR needs a folder")
+        path = Path(raw)
+        return MailURL("file", path=path if path.is_absolute() else (Path.cwd() / path))
+    if scheme in ("console", "memory"):
+        return MailURL(scheme)
+    try:
+        port = parts.port
+    except ValueError:
+        raise SettingsError(f"MAILER_MAIL_URL has an invalid port: {value!r}") from None
+    if not parts.hostname:
+        raise SettingsError("MAILER_MAIL_URL needs a host, e.g. smtp+starttls://user:pass@smtp.example.nl:587")
+    query = parse_qs(parts.query)
+    try:
+        timeout = float(query.get("timeout", ["30"])[0])
+    except ValueError:
+        raise SettingsError("MAILER_MAIL_URL: timeout= must be a number of seconds") from None
+    default_port = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}[scheme]
+    return MailURL(
+        scheme,
+        host=parts.hostname,
+        port=port or default_port,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        timeout=timeout,
+    )
+
+
+def _address(name: str, value: str) -> str:
+    display, address = parseaddr(value)
+    try:
+        validate_email(address, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as exc:
+        raise SettingsError(f"{name} must be an address like 'Name <mail@example.nl>': {exc}") from None
+    return value
+
+
+def _storage_url(value: str) -> str:
+    if value.split("://", 1)[0] not in ("memory", "redis", "rediss", "redis+unix"):
+        raise SettingsError(f"MAILER_RATELIMIT_STORAGE_URL must be memory:// or redis://HOST:PORT, got {value!r}")
+    return value
+
+
+def _rate_limit(value: str) -> str:
+    try:
+        parse_many(value)
+    except ValueError:
+        raise SettingsError(
+            f"MAILER_SIGNUP_RATE_LIMIT must look like '10 per minute;50 per hour', got {value!r}"
+        ) from None
+    return value
+
+
+def _number(name: str, env: dict[str, str], default, kind, minimum):
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        number = kind(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a {'whole ' if kind is int else ''}number, got {raw!r}") from None
+    if number < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {raw!r}")
+    return number
+
+
+def _flag(name: str, env: dict[str, str], default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")

@@ -1,0 +1,152 @@
+"""Subscribe, confirm, download, ask for a new link: each a state change plus its mail, in one transaction.
+
+Every answer a visitor sees is the same whatever the address's state, so the form cannot
+be used to learn who is on the list; the differences live only in what gets mailed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from . import queries
+from .content import Notice
+from .errors import InvalidLink
+from .models import ConsentEvent, ConsentNotice, Download, Lead, LeadStatus, MailKind
+from .outbox import enqueue
+from .tokens import LeadLink, fingerprint
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """How a request reached us, kept as consent evidence."""
+
+    ip: str | None
+    user_agent: str | None
+    form: str
+
+
+@dataclass(frozen=True)
+class Signup:
+    magnet: str
+    email: str  # already validated and normalised
+    first_name: str
+    marketing: bool
+
+
+class Funnel:
+    def __init__(self, *, mail_domain: str, mails_per_day: int, notice: Notice):
+        self.mail_domain = mail_domain
+        self.mails_per_day = mails_per_day
+        self.notice = notice
+
+    def subscribe(self, session: Session, signup: Signup, evidence: Evidence, now: datetime) -> None:
+        """Record a signup and queue what it calls for (see the module docstring)."""
+        lead = self._find(session, signup.email)
+        if lead is None:
+            lead = self._create(session, signup, now)
+            if lead is not None:
+                self._event(session, lead, "signup", signup.magnet, signup.marketing, evidence, now)
+                self._mail(session, lead, MailKind.CONFIRM, signup.magnet, now)
+                return
+            lead = self._find(session, signup.email)  # created by a concurrent request
+        self._event(session, lead, "signup", signup.magnet, signup.marketing, evidence, now)
+        if lead.status != LeadStatus.CONFIRMED:
+            lead.first_name = signup.first_name or lead.first_name
+            lead.updated_at = now
+        self._resend(session, lead, signup.magnet, now)
+
+    def request_link(self, session: Session, magnet: str, email: str, now: datetime) -> None:
+        """A fresh link for someone whose link expired: the guide if confirmed, else the confirmation."""
+        lead = self._find(session, email)
+        if lead is not None:
+            self._resend(session, lead, magnet, now)
+
+    def confirm(self, session: Session, link: LeadLink, evidence: Evidence, now: datetime) -> Lead:
+        """Confirm the address; the marketing choice is the one made on the latest signup form."""
+        lead = self.lead_for(session, link)
+        if lead.status == LeadStatus.CONFIRMED:
+            return lead  # a second click: nothing new to record or send
+        latest = session.scalar(
+            select(ConsentEvent)
+            .where(ConsentEvent.lead_id == lead.id, ConsentEvent.kind == "signup")
+            .order_by(ConsentEvent.id.desc())
+            .limit(1)
+        )
+        marketing = bool(latest and latest.marketing_consent)
+        lead.status = LeadStatus.CONFIRMED.value
+        lead.confirmed_at = now
+        lead.updated_at = now
+        lead.marketing_consent = marketing
+        self._event(session, lead, "confirm", link.magnet, marketing, evidence, now)
+        self._mail(session, lead, MailKind.GUIDE, link.magnet, now)
+        return lead
+
+    def record_download(self, session: Session, link: LeadLink, now: datetime) -> Lead:
+        lead = self.lead_for(session, link)
+        session.add(Download(lead_id=lead.id, magnet=link.magnet, at=now))
+        return lead
+
+    def lead_for(self, session: Session, link: LeadLink) -> Lead:
+        """The lead a link names, or InvalidLink if it is gone (erased, purged) or was replaced."""
+        lead = session.get(Lead, link.lead_id)
+        if lead is None or fingerprint(lead.email) != link.fingerprint:
+            raise InvalidLink("unknown", magnet=link.magnet)
+        return lead
+
+    @staticmethod
+    def _find(session: Session, email: str) -> Lead | None:
+        return session.scalar(select(Lead).where(Lead.email == email))
+
+    @staticmethod
+    def _create(session: Session, signup: Signup, now: datetime) -> Lead | None:
+        lead = Lead(
+            email=signup.email, first_name=signup.first_name, status=LeadStatus.PENDING.value,
+            magnet=signup.magnet, marketing_consent=False, created_at=now, updated_at=now,
+        )
+        try:
+            with session.begin_nested():  # a savepoint: a duplicate only undoes this insert
+                session.add(lead)
+        except IntegrityError:
+            return None
+        return lead
+
+    def _resend(self, session: Session, lead: Lead, magnet: str, now: datetime) -> None:
+        if lead.status == LeadStatus.CONFIRMED:
+            self._mail(session, lead, MailKind.GUIDE, magnet, now)
+        elif lead.status in (LeadStatus.PENDING, LeadStatus.UNSUBSCRIBED):
+            # An unsubscribed address that signs up again confirms again before it gets anything.
+            self._mail(session, lead, MailKind.CONFIRM, magnet, now)
+        # undeliverable: the server refused this mailbox; mailing it again only hurts our reputation
+
+    def _mail(self, session: Session, lead: Lead, kind: MailKind, magnet: str, now: datetime) -> None:
+        """Queue a mail unless this lead already got `mails_per_day` of this kind today."""
+        since = now - timedelta(days=1)
+        if queries.recent_mail_count(session, lead_id=lead.id, kind=kind.value, since=since) >= self.mails_per_day:
+            return
+        enqueue(session, kind=kind.value, lead=lead, magnet=magnet, now=now, domain=self.mail_domain)
+
+    def _event(self, session, lead, kind, magnet, marketing, evidence: Evidence, now) -> None:
+        session.add(ConsentEvent(
+            lead_id=lead.id, kind=kind, at=now, magnet=magnet, marketing_consent=marketing,
+            ip=evidence.ip, user_agent=(evidence.user_agent or "")[:400] or None, form=evidence.form,
+            notice_id=self._notice_id(session, now),
+        ))
+
+    def _notice_id(self, session: Session, now: datetime) -> int:
+        """The stored row for the current notice text, created the first time it is needed."""
+        notice = self.notice
+        found = session.scalar(select(ConsentNotice.id).where(ConsentNotice.sha256 == notice.sha256))
+        if found is not None:
+            return found
+        row = ConsentNotice(version=notice.version, sha256=notice.sha256, text=notice.full_text, created_at=now)
+        try:
+            with session.begin_nested():
+                session.add(row)
+        except IntegrityError:
+            return session.scalar(select(ConsentNotice.id).where(ConsentNotice.sha256 == notice.sha256))
+        return row.id

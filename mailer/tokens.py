@@ -1,0 +1,91 @@
+"""Signed links, one salt per purpose, each with its own maximum age.
+
+Keys rotate: MAILER_SECRET_KEY lists keys newest first; the newest signs, all verify,
+so links already sent keep working until they expire.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+
+from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
+
+from .errors import InvalidLink
+
+CONFIRM = "confirm"
+DOWNLOAD = "download"
+FORM_TIME = "form-time"
+
+
+@dataclass(frozen=True)
+class LeadLink:
+    """What a confirm or download link names: a lead, for one magnet, signed at a moment."""
+
+    lead_id: int
+    magnet: str
+    fingerprint: str
+    issued_at: datetime
+
+    def check_age(self, now: datetime, max_age_seconds: int) -> "LeadLink":
+        """Return self, or raise InvalidLink('expired') once the link is older than allowed."""
+        if (now - self.issued_at).total_seconds() > max_age_seconds:
+            raise InvalidLink("expired", magnet=self.magnet)
+        return self
+
+
+def fingerprint(email: str) -> str:
+    """A short hash of the address: a link for an erased lead never fits a new lead."""
+    return hashlib.blake2s(email.encode(), digest_size=6).hexdigest()
+
+
+class Signer:
+    def __init__(self, secret_keys: tuple[str, ...], clock):
+        # itsdangerous signs with the last key of the list and accepts any of them.
+        self._keys = list(reversed(secret_keys))
+        self._clock = clock
+        self._serializers: dict[str, URLSafeTimedSerializer] = {}
+
+        class _ClockSigner(TimestampSigner):
+            def get_timestamp(inner) -> int:  # our clock, so a settable clock ages links too
+                return int(clock.now().timestamp())
+
+        self._signer_class = _ClockSigner
+
+    def _serializer(self, purpose: str) -> URLSafeTimedSerializer:
+        if purpose not in self._serializers:
+            self._serializers[purpose] = URLSafeTimedSerializer(
+                self._keys, salt=f"mailer.{purpose}", signer=self._signer_class
+            )
+        return self._serializers[purpose]
+
+    def lead_link(self, purpose: str, lead_id: int, magnet: str, email: str) -> str:
+        return self._serializer(purpose).dumps([lead_id, magnet, fingerprint(email)])
+
+    def read_lead_link(self, purpose: str, token: str) -> LeadLink:
+        """Return what a genuine token names, or raise InvalidLink (tampered, other purpose, malformed)."""
+        payload, signed_at = self._load(purpose, token)
+        try:
+            lead_id, magnet, print_ = payload
+            return LeadLink(int(lead_id), str(magnet), str(print_), signed_at)
+        except (TypeError, ValueError):
+            raise InvalidLink("malformed") from None
+
+    def form_time(self) -> str:
+        """A token that says when a form was shown (to the fraction of a second)."""
+        return self._serializer(FORM_TIME).dumps(self._clock.now().timestamp())
+
+    def form_age(self, token: str) -> float:
+        """Seconds since the form was shown, or InvalidLink if the token is not ours."""
+        payload, _ = self._load(FORM_TIME, token)
+        try:
+            return self._clock.now().timestamp() - float(payload)
+        except (TypeError, ValueError):
+            raise InvalidLink("malformed") from None
+
+    def _load(self, purpose: str, token: str):
+        try:
+            return self._serializer(purpose).loads(token, return_timestamp=True)
+        except BadSignature:  # includes a token signed for another purpose (other salt)
+            raise InvalidLink("invalid") from None

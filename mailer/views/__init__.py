@@ -1,0 +1,80 @@
+"""The web pages and endpoints, and the error pages every one of them can end in."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, current_app, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from werkzeug.exceptions import HTTPException
+
+from ..services import Services
+
+log = logging.getLogger("mailer.web")
+RETRY_AFTER_SECONDS = 30
+
+
+def services() -> Services:
+    return current_app.extensions["mailer"]
+
+
+def register(app: Flask) -> None:
+    from . import health, links, public
+
+    app.register_blueprint(public.bp)
+    app.register_blueprint(links.bp)
+    app.register_blueprint(health.bp)
+    app.register_error_handler(CSRFError, public.csrf_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(OperationalError, _database_unavailable)
+    app.register_error_handler(DBAPIError, _database_unavailable)
+    app.register_error_handler(Exception, _unexpected)
+
+    @app.context_processor
+    def _organisation():
+        return {"org": services().content.organisation}
+
+    @app.after_request
+    def _headers(response):
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")  # tokens live in our URLs
+        if not request.path.endswith("/embed"):
+            response.headers.setdefault("X-Frame-Options", "DENY")
+        return response
+
+
+MESSAGES = {
+    404: ("Pagina niet gevonden", "Deze pagina bestaat niet (meer). Controleer het adres of ga naar de startpagina."),
+    405: ("Dat werkt zo niet", "Deze pagina kan op deze manier niet worden geopend."),
+    413: ("Te veel gegevens", "Het formulier bevatte meer gegevens dan we verwachten."),
+    429: ("Even geduld", "Er kwamen vanaf jouw adres veel aanvragen achter elkaar. Probeer het over een paar minuten opnieuw."),
+    503: ("Even niet bereikbaar", "We kunnen je aanvraag op dit moment niet opslaan. Probeer het over een minuut opnieuw; er is niets verloren gegaan."),
+    500: ("Er ging iets mis", "Er ging aan onze kant iets mis. Probeer het later opnieuw."),
+}
+
+
+def error_page(code: int):
+    title, text = MESSAGES.get(code, MESSAGES[500])
+    if request.path == "/healthz":
+        return jsonify(status="error", database="unavailable" if code == 503 else "unknown"), code
+    return render_template("error.html", title=title, text=text), code
+
+
+def _http_error(exc: HTTPException):
+    return error_page(exc.code or 500)
+
+
+def _database_unavailable(exc: Exception):
+    # The database is down or locked for longer than the busy timeout: nothing was stored,
+    # so say so (503) and when to try again; never a 2xx, never a traceback.
+    log.error("database unavailable: %s", exc.__class__.__name__, exc_info=exc)
+    response, code = error_page(503)
+    response = current_app.make_response((response, code))
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
+def _unexpected(exc: Exception):
+    log.exception("unexpected error on %s %s", request.method, request.path)
+    return error_page(500)

@@ -1,0 +1,115 @@
+"""The landing page, the embeddable form, and what a visitor sees after submitting."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
+
+from ..errors import InvalidLink
+from ..extensions import limiter
+from ..forms import SignupForm
+from ..signup import Evidence, Signup
+from . import services
+
+bp = Blueprint("public", __name__)
+
+TOO_FAST = "Dat ging wel erg snel. Controleer je gegevens en klik nog een keer op de knop."
+SESSION_EXPIRED = "Het formulier was verlopen. Controleer je gegevens en klik nog een keer op de knop."
+
+
+def _signup_limit() -> str:
+    return services().settings.signup_rate_limit
+
+
+def _magnet(slug: str):
+    magnet = services().content.magnets.get(slug)
+    if magnet is None:
+        abort(404)
+    return magnet
+
+
+@bp.get("/")
+def home():
+    return _show_form(services().content.default_magnet, SignupForm(formdata=None), embed=False)
+
+
+@bp.get("/gids/<slug>")
+def landing(slug: str):
+    return _show_form(_magnet(slug), SignupForm(formdata=None), embed=False)
+
+
+@bp.get("/gids/<slug>/embed")
+def embed(slug: str):
+    return _show_form(_magnet(slug), SignupForm(formdata=None), embed=True)
+
+
+@bp.post("/gids/<slug>")
+@limiter.limit(_signup_limit, scope="signup")
+def signup(slug: str):
+    return _submit(_magnet(slug), embed=False)
+
+
+@bp.post("/gids/<slug>/embed")
+@limiter.limit(_signup_limit, scope="signup")
+def embed_signup(slug: str):
+    return _submit(_magnet(slug), embed=True)
+
+
+@bp.get("/gids/<slug>/bedankt")
+def thanks(slug: str):
+    return render_template("thanks.html", magnet=_magnet(slug), embed=request.args.get("embed") == "1")
+
+
+@bp.get("/privacy")
+def privacy():
+    return render_template("privacy.html", notice=services().content.organisation.notice)
+
+
+def _show_form(magnet, form: SignupForm, embed: bool, message: str | None = None, status: int = 200):
+    form.started.data = services().signer.form_time()
+    template = "embed.html" if embed else "landing.html"
+    notice = services().content.organisation.notice
+    return render_template(template, magnet=magnet, form=form, notice=notice, message=message), status
+
+
+def _submit(magnet, embed: bool):
+    form = SignupForm()
+    if not form.validate_on_submit():
+        return _show_form(magnet, form, embed, status=400)
+    thanks_url = url_for("public.thanks", slug=magnet.slug, embed="1" if embed else None)
+    if form.website.data:
+        # A bot filled the honeypot: it sees success, we store nothing.
+        current_app.logger.info("honeypot filled on %s; ignored", magnet.slug)
+        return redirect(thanks_url, code=303)
+    if _too_fast(form.started.data):
+        return _show_form(magnet, form, embed, message=TOO_FAST, status=400)
+    svc = services()
+    signup = Signup(
+        magnet=magnet.slug, email=form.email.normalised,
+        first_name=form.first_name.data, marketing=bool(form.marketing.data),
+    )
+    evidence = Evidence(
+        ip=request.remote_addr, user_agent=request.user_agent.string,
+        form=f"{'embed' if embed else 'landing'}:{magnet.slug}",
+    )
+    with svc.db.transaction() as session:
+        svc.funnel.subscribe(session, signup, evidence, svc.clock.now())
+    return redirect(thanks_url, code=303)
+
+
+def _too_fast(started: str | None) -> bool:
+    """True when the form came back sooner than a person can fill it in (or without its timestamp)."""
+    try:
+        age = services().signer.form_age(started or "")
+    except InvalidLink:
+        return True
+    return age < services().settings.form_min_seconds
+
+
+def csrf_error(exc):
+    """A missing or stale CSRF token: show the form again with what was typed, never a bare 400."""
+    slug = (request.view_args or {}).get("slug")
+    magnet = services().content.magnets.get(slug) if slug else None
+    if magnet is None or request.endpoint not in ("public.signup", "public.embed_signup"):
+        return render_template("error.html", title="Formulier verlopen", text=SESSION_EXPIRED), 400
+    form = SignupForm()  # the typed values, and a fresh token when rendered
+    return _show_form(magnet, form, request.endpoint == "public.embed_signup", message=SESSION_EXPIRED, status=400)

@@ -1,0 +1,15 @@
+"""The web part alone, for the scaled shape: gunicorn 'mailer.wsgi:app'.
+
+No scheduler and no sender run here; `mailer worker` processes deliver the mail.
+"""
+
+import sys
+
+from . import create_app
+from .errors import MailerError
+
+try:
+    app = create_app()
+except MailerError as exc:
+    sys.stderr.write(f"mailer: {exc}\n")
+    raise SystemExit(1) from None
