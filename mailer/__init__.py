@@ -26,7 +26,6 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         RATELIMIT_STORAGE_URI=settings.ratelimit_storage_url,
         RATELIMIT_STRATEGY="moving-window",
         RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
-        RATELIMIT_HEADERS_ENABLED=True,
         MAX_CONTENT_LENGTH=64 * 1024,
     )
     if settings.proxy_count:

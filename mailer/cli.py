@@ -65,13 +65,19 @@ def serve(host: str, port: int, threads: int) -> None:
     if services.settings.embedded:
         upgrade(services.settings.database_url)
     app = create_app(services=services)
+    server = waitress.create_server(app, host=host, port=port, threads=threads, ident="mailer")
     scheduler = _start_background_work(services)
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     settings = services.settings
     where = settings.mail.path if settings.mail.scheme == "file" else settings.mail.scheme
     click.echo(f"mailer is running: open {settings.base_url}/  (mail goes to {where}; Ctrl+C stops)")
     try:
-        waitress.serve(app, host=host, port=port, threads=threads, ident="mailer", _quiet=True)
+        server.run()
+    except KeyboardInterrupt:
+        pass
     finally:
+        log.info("stopping: finishing the mail in flight")
+        server.close()
         scheduler.shutdown(wait=True)
 
 
@@ -102,6 +108,10 @@ def tick(now: str | None) -> None:
     services = _services(clock=SettableClock(moment))
     for job in periodic_jobs(services, Sender(services, services.transport())):
         click.echo(f"{job.name}: {job.run() or 'nothing to do'}")
+
+
+def _exit_cleanly(*_) -> None:
+    raise SystemExit(0)  # unwinds serve()'s finally: the scheduler finishes its current pass
 
 
 def _start_background_work(services):

@@ -40,7 +40,7 @@ class Base(DeclarativeBase):
     pass
 
 
-class LeadStatus(str, enum.Enum):
+class LeadStatus(enum.StrEnum):
     """pending -> confirmed (the visitor pressed the button in the confirmation mail);
     any -> unsubscribed; any -> undeliverable (the server refused the mailbox);
     unsubscribed -> confirmed (a new signup, confirmed again by the visitor)."""
@@ -51,7 +51,7 @@ class LeadStatus(str, enum.Enum):
     UNDELIVERABLE = "undeliverable"
 
 
-class OutboxStatus(str, enum.Enum):
+class OutboxStatus(enum.StrEnum):
     """queued -> sending (claimed by a worker, with a lease in claimed_until);
     sending -> sent | deferred (temporary failure, retried at next_attempt_at) | failed;
     deferred -> sending; sending with an expired lease -> sending (claimed again);
@@ -65,7 +65,7 @@ class OutboxStatus(str, enum.Enum):
     CANCELLED = "cancelled"
 
 
-class MailKind(str, enum.Enum):
+class MailKind(enum.StrEnum):
     CONFIRM = "confirm"
     GUIDE = "guide"
 

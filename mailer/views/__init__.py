@@ -13,6 +13,7 @@ from ..services import Services
 
 log = logging.getLogger("mailer.web")
 RETRY_AFTER_SECONDS = 30
+RATE_LIMIT_RETRY_SECONDS = 60
 
 
 def services() -> Services:
@@ -62,15 +63,19 @@ def error_page(code: int):
 
 
 def _http_error(exc: HTTPException):
-    return error_page(exc.code or 500)
+    body, code = error_page(exc.code or 500)
+    response = current_app.make_response((body, code))
+    if code == 429:
+        response.headers["Retry-After"] = str(RATE_LIMIT_RETRY_SECONDS)
+    return response
 
 
 def _database_unavailable(exc: Exception):
     # The database is down or locked for longer than the busy timeout: nothing was stored,
     # so say so (503) and when to try again; never a 2xx, never a traceback.
     log.error("database unavailable: %s", exc.__class__.__name__, exc_info=exc)
-    response, code = error_page(503)
-    response = current_app.make_response((response, code))
+    body, code = error_page(503)
+    response = current_app.make_response((body, code))
     response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
 

@@ -1,0 +1,114 @@
+"""The form's protections: CSRF, honeypot, speed check, rate limit, validation. Never a 500."""
+
+from __future__ import annotations
+
+from markupsafe import escape
+
+from sqlalchemy import func, select
+
+from mailer import create_app
+from mailer.forms import clean_name
+from mailer.models import Lead, Outbox
+
+from conftest import Visitor, form_tokens
+
+
+def leads(services) -> int:
+    with services.db.read_only() as session:
+        return session.scalar(select(func.count()).select_from(Lead))
+
+
+def test_an_invalid_email_gets_the_form_back_with_a_message_and_the_values(services, visitor):
+    response = visitor.sign_up("anne@", first_name="Anne")
+    body = response.get_data(as_text=True)
+    assert response.status_code == 400
+    assert "Dit e-mailadres lijkt niet te kloppen" in body
+    assert 'value="Anne"' in body and 'value="anne@"' in body
+    assert 'aria-invalid="true" aria-describedby="email-error"' in body
+    assert leads(services) == 0
+
+
+def test_missing_fields_are_named(services, visitor):
+    body = visitor.sign_up("", first_name="").get_data(as_text=True)
+    assert "Vul je voornaam in." in body and "Vul je e-mailadres in." in body
+
+
+def test_a_post_without_csrf_token_gets_the_form_back_not_an_error(services, client):
+    response = client.post("/gids/mini-guide", data={"first_name": "Bram", "email": "bram@example.nl"})
+    body = response.get_data(as_text=True)
+    assert response.status_code == 400
+    assert "Het formulier was verlopen" in body
+    assert 'value="bram@example.nl"' in body
+    assert form_tokens(body).get("csrf_token")  # a fresh token to try again with
+    assert leads(services) == 0
+
+
+def test_the_honeypot_answers_like_success_and_stores_nothing(services, visitor):
+    response = visitor.sign_up("bot@example.nl", website="http://spam.example")
+    assert response.status_code == 303 and response.headers["Location"].endswith("/bedankt")
+    assert leads(services) == 0
+
+
+def test_a_submit_faster_than_a_person_gets_the_form_back(services, client, clock):
+    page = client.get("/gids/mini-guide")
+    clock.advance(seconds=0.5)
+    data = {**form_tokens(page.get_data(as_text=True)), "first_name": "Snel", "email": "snel@example.nl"}
+    response = client.post("/gids/mini-guide", data=data)
+    assert response.status_code == 400
+    assert "Dat ging wel erg snel" in response.get_data(as_text=True)
+    assert leads(services) == 0
+    # The page it got back carries a new timestamp; a person who waits gets through.
+    data.update(form_tokens(response.get_data(as_text=True)))
+    clock.advance(seconds=3)
+    assert client.post("/gids/mini-guide", data=data).status_code == 303
+
+
+def test_a_forged_timestamp_is_treated_as_too_fast(services, visitor):
+    response = visitor.sign_up("vals@example.nl", started="12345")
+    assert response.status_code == 400 and leads(services) == 0
+
+
+def test_the_name_is_stripped_of_control_characters_and_limited():
+    assert clean_name("  Anne\x00\u202e Marie\r\n ") == "Anne Marie"
+    assert len(clean_name("x" * 500)) == 100
+
+
+def test_a_name_with_markup_is_stored_as_text_and_escaped_in_pages(services, visitor, client):
+    visitor.sign_up("html@example.nl", first_name="<script>alert(1)</script>")
+    with services.db.read_only() as session:
+        assert session.scalar(select(Lead.first_name)) == "<script>alert(1)</script>"
+
+
+def test_the_rate_limit_per_ip_answers_429_with_a_friendly_page(make_services, database_url, clock):
+    services = make_services(database_url, MAILER_SIGNUP_RATE_LIMIT="3 per minute")
+    visitor = Visitor(create_app(services=services).test_client(), clock)
+    answers = [visitor.sign_up(f"veel{i}@example.nl").status_code for i in range(4)]
+    assert answers == [303, 303, 303, 429]
+    last = visitor.sign_up("nog-een@example.nl")
+    assert "Even geduld" in last.get_data(as_text=True) and last.headers["Retry-After"] == "60"
+    assert leads(services) == 3
+
+
+def test_an_unknown_magnet_is_a_404_page(services, client):
+    response = client.get("/gids/bestaat-niet")
+    assert response.status_code == 404 and "Pagina niet gevonden" in response.get_data(as_text=True)
+
+
+def test_the_landing_page_offers_the_guide_with_an_unticked_box_and_the_notice(services, client):
+    body = client.get("/").get_data(as_text=True)
+    assert "Met vertrouwen, gezond en fit door de crisis" in body
+    assert 'type="checkbox" id="marketing" name="marketing" value="y" >' in body  # not checked
+    assert '<label for="first_name">' in body and '<label for="email">' in body
+    assert escape(services.content.organisation.notice.marketing_label) in body
+
+
+def test_the_embeddable_form_may_be_framed_and_posts_to_itself(services, client, clock):
+    page = client.get("/gids/mini-guide/embed")
+    assert "X-Frame-Options" not in page.headers
+    assert client.get("/").headers["X-Frame-Options"] == "DENY"
+    data = {**form_tokens(page.get_data(as_text=True)), "first_name": "Ria", "email": "ria@example.nl"}
+    clock.advance(seconds=5)
+    response = client.post("/gids/mini-guide/embed", data=data)
+    assert response.status_code == 303 and response.headers["Location"].endswith("/bedankt?embed=1")
+    with services.db.read_only() as session:
+        assert session.scalar(select(Outbox.kind)) == "confirm"

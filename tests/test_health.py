@@ -1,0 +1,30 @@
+"""GET /healthz, and what visitors see when the database is away."""
+
+from __future__ import annotations
+
+from mailer import create_app
+
+from conftest import Visitor, free_port
+
+
+def test_healthz_reports_the_database_and_outbox_counts(services, visitor, client):
+    visitor.sign_up("gezond@example.nl")
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json == {"status": "ok", "database": services.db.engine.dialect.name,
+                             "outbox": {"queued": 1}}
+
+
+def test_an_unreachable_database_gives_503_with_retry_after_never_a_500(make_services, clock):
+    services = make_services(f"postgresql://postgres@127.0.0.1:{free_port()}/test?connect_timeout=2")
+    client = create_app(services=services).test_client()
+
+    health = client.get("/healthz")
+    assert health.status_code == 503 and health.json["database"] == "unavailable"
+
+    landing = client.get("/")  # the form needs no database
+    assert landing.status_code == 200
+    signup = Visitor(client, clock).sign_up("later@example.nl")
+    assert signup.status_code == 503
+    assert signup.headers["Retry-After"] == "30"
+    assert "er is niets verloren gegaan" in signup.get_data(as_text=True)

@@ -1,0 +1,69 @@
+"""What a recipient gets: both parts, the headers, inlined CSS, escaped names, the footer."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from email import message_from_bytes, policy
+
+import pytest
+
+from mailer.models import MailKind
+from mailer.rendering import Recipient, build_message
+
+
+@pytest.fixture
+def rendered(make_services, sqlite_url):
+    services = make_services(sqlite_url)
+
+    def render(kind, first_name="Zoë <b>&"):
+        recipient = Recipient(7, "zoe@example.nl", first_name)
+        mail = services.renderer.render(kind, recipient, "mini-guide")
+        data = build_message(sender=services.settings.mail_from, recipient=recipient, mail=mail,
+                             message_id="<abc@example.nl>", date=datetime(2026, 12, 1, 9, tzinfo=timezone.utc))
+        return mail, message_from_bytes(data, policy=policy.default), data
+
+    return render
+
+
+@pytest.mark.parametrize("kind", [MailKind.CONFIRM, MailKind.GUIDE])
+def test_every_mail_has_text_and_html_parts_and_correct_headers(rendered, kind):
+    mail, message, data = rendered(kind)
+    assert message.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in message.iter_parts()] == ["text/plain", "text/html"]
+    assert message["Date"] == "Tue, 01 Dec 2026 09:00:00 +0000"
+    assert message["Message-ID"] == "<abc@example.nl>"
+    assert message["From"].addresses[0].addr_spec == "guide@example.nl"
+    assert message["To"].addresses[0].display_name == "Zoë <b>&"
+    assert b"\r\n" in data and b"\n\n" not in data.replace(b"\r\n", b"")  # CRLF line ends on the wire
+
+
+def test_names_are_escaped_in_html_and_plain_in_text(rendered):
+    mail, message, _ = rendered(MailKind.CONFIRM)
+    html = message.get_body(("html",)).get_content()
+    text = message.get_body(("plain",)).get_content()
+    assert "Zoë &lt;b&gt;&amp;" in html and "<b>&" not in html
+    assert "Hallo Zoë <b>&," in text
+
+
+def test_css_is_inlined_and_the_mail_reads_without_images(rendered):
+    mail, message, _ = rendered(MailKind.GUIDE)
+    html = message.get_body(("html",)).get_content()
+    assert "<style" not in html and 'style="' in html
+    assert "<img" not in html
+
+
+def test_text_and_html_carry_the_same_link_and_the_sender_identity(rendered):
+    mail, message, _ = rendered(MailKind.GUIDE)
+    html = message.get_body(("html",)).get_content()
+    text = message.get_body(("plain",)).get_content()
+    link = next(word for word in text.split() if word.startswith("https://guide.example.nl/download/"))
+    assert link in html
+    for part in (html, text):
+        assert "Trainingsbureau Voorbeeld" in part and "Postbus 1234, 3500 AA Utrecht" in part
+        assert "privacy@example.nl" in part
+    assert "\n-- \n" in text.replace("\r\n", "\n")  # the signature separator mail clients recognise
+
+
+def test_a_missing_first_name_still_greets(rendered):
+    mail, message, _ = rendered(MailKind.CONFIRM, first_name="")
+    assert "Hallo daar," in message.get_body(("plain",)).get_content()

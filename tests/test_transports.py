@@ -1,0 +1,110 @@
+"""One contract for every transport; the SMTP one against a real aiosmtpd server."""
+
+from __future__ import annotations
+
+import io
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+
+import pytest
+
+from mailer.errors import DeliveryError
+from mailer.settings import MailURL
+from mailer.transports import Envelope, make_transport
+from mailer.transports.console import ConsoleTransport
+from mailer.transports.file import FileTransport
+from mailer.transports.memory import MemoryTransport
+
+
+def envelope(n: int) -> Envelope:
+    message = EmailMessage(policy=policy.SMTP)
+    message["From"] = "guide@example.nl"
+    message["To"] = f"lezer{n}@example.nl"
+    message["Subject"] = f"Bericht {n} – één"
+    message["Message-ID"] = f"<m{n}@example.nl>"
+    message.set_content(f"Tekst {n}\n")
+    return Envelope("guide@example.nl", (f"lezer{n}@example.nl",), message.as_bytes(), f"<m{n}@example.nl>")
+
+
+class TransportContract:
+    """Mixed into one test class per transport; `delivered()` reads back what arrived."""
+
+    def test_send_messages_hands_over_every_message_and_counts_them(self, transport):
+        assert transport.send_messages([envelope(1), envelope(2)]) == 2
+        subjects = sorted(m["Subject"] for m in self.delivered(transport))
+        assert subjects == ["Bericht 1 – één", "Bericht 2 – één"]
+
+    def test_a_connection_opened_by_the_caller_is_reused_and_closed_by_it(self, transport):
+        transport.open()
+        transport.send_messages([envelope(1)])
+        transport.send_messages([envelope(2)])
+        transport.close()
+        transport.close()  # closing twice is harmless
+        assert len(self.delivered(transport)) == 2
+
+    def test_an_empty_batch_sends_nothing(self, transport):
+        assert transport.send_messages([]) == 0
+        assert self.delivered(transport) == []
+
+
+class TestMemory(TransportContract):
+    @pytest.fixture
+    def transport(self):
+        return MemoryTransport()
+
+    def delivered(self, transport):
+        return transport.parsed()
+
+
+class TestFile(TransportContract):
+    @pytest.fixture
+    def transport(self, tmp_path):
+        return FileTransport(tmp_path / "mail")
+
+    def delivered(self, transport):
+        if not transport.folder.exists():
+            return []
+        return [message_from_bytes(p.read_bytes(), policy=policy.default)
+                for p in sorted(transport.folder.glob("*.eml"))]
+
+    def test_a_retried_message_replaces_its_file(self, transport):
+        transport.send_messages([envelope(1), envelope(1)])
+        assert len(list(transport.folder.iterdir())) == 1
+
+
+class TestConsole(TransportContract):
+    @pytest.fixture
+    def transport(self):
+        return ConsoleTransport(io.StringIO())
+
+    def delivered(self, transport):
+        chunks = [c for c in transport.stream.getvalue().split("\n" + "-" * 72 + "\n") if c.strip()]
+        return [message_from_bytes(c.encode(), policy=policy.default) for c in chunks]
+
+
+class TestSMTP(TransportContract):
+    @pytest.fixture
+    def transport(self, smtp_server):
+        self.server = smtp_server
+        return make_transport(MailURL("smtp", host=smtp_server.host, port=smtp_server.port, timeout=5))
+
+    def delivered(self, transport):
+        return [message_from_bytes(e.content, policy=policy.default) for e in self.server.messages]
+
+    def test_one_connection_carries_a_whole_batch(self, transport):
+        transport.send_messages([envelope(n) for n in range(5)])
+        assert len(set(self.server.peers)) == 1
+
+    def test_a_refused_recipient_raises_with_the_server_reply(self, transport):
+        self.server.replies["lezer1@example.nl"] = "550 5.1.1 No such user"
+        with pytest.raises(DeliveryError) as caught:
+            transport.send_messages([envelope(1)])
+        assert caught.value.code == 550 and "No such user" in caught.value.text
+
+    def test_an_unreachable_server_raises_a_delivery_error_without_a_code(self):
+        from conftest import free_port
+
+        transport = make_transport(MailURL("smtp", host="127.0.0.1", port=free_port(), timeout=2))
+        with pytest.raises(DeliveryError) as caught:
+            transport.send_messages([envelope(1)])
+        assert caught.value.code is None
