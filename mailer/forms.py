@@ -38,7 +38,15 @@ class _Email:
             raise ValidationError(str(exc)) from None
 
 
+class _NoFormCSRF:
+    # CSRFProtect checks the token of every POST before the view runs (and the embedded form
+    # is exempt, see views/public.py); a second check inside the form would only repeat it.
+    csrf = False
+
+
 class SignupForm(FlaskForm):
+    Meta = _NoFormCSRF
+
     first_name = StringField(
         "Voornaam",
         filters=[clean_name],
@@ -52,4 +60,6 @@ class SignupForm(FlaskForm):
 
 
 class NewLinkForm(FlaskForm):
+    Meta = _NoFormCSRF
+
     email = StringField("E-mailadres", validators=[InputRequired("Vul je e-mailadres in."), _Email()])

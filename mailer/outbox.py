@@ -33,23 +33,14 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def enqueue(session: Session, *, kind: str, lead: Lead, magnet: str, now: datetime, domain: str) -> Outbox:
+def enqueue(session: Session, *, kind: str, lead_id: int, recipient: str, magnet: str, now: datetime,
+            domain: str) -> None:
     """Add one mail for a lead to the outbox, inside the caller's transaction."""
-    row = Outbox(
-        kind=kind,
-        lead_id=lead.id,
-        recipient=lead.email,
-        magnet=magnet,
-        idempotency_key=f"{kind}:{lead.id}:{uuid.uuid4().hex}",
-        message_id=make_msgid(domain=domain),
-        priority=TRANSACTIONAL_PRIORITY,
-        status=OutboxStatus.QUEUED.value,
-        attempts=0,
-        created_at=now,
-        next_attempt_at=now,
+    queries.insert_outbox(
+        session, kind=kind, lead_id=lead_id, recipient=recipient, magnet=magnet,
+        key=f"{kind}:{lead_id}:{uuid.uuid4().hex}", message_id=make_msgid(domain=domain),
+        priority=TRANSACTIONAL_PRIORITY, now=now,
     )
-    session.add(row)
-    return row
 
 
 @dataclass

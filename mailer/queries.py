@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from sqlalchemy import bindparam, func, select, text
@@ -39,6 +40,80 @@ def claim_due(session: Session, *, now: datetime, lease_until: datetime, worker:
     statement = CLAIM_POSTGRES if session.bind.dialect.name == "postgresql" else CLAIM_SQLITE
     rows = session.execute(statement, {"now": now, "lease": lease_until, "worker": worker, "limit": limit})
     return sorted(row.id for row in rows)
+
+
+# The signup hot path: three INSERTs (lead, consent event, outbox row) in the visitor's
+# request, on SQLite under the database's one write lock. They are driver SQL, identical on
+# both dialects but for the parameter style: compiling a Core statement costs about 0.1 ms a
+# call, a third of the database time of a signup (bench/form_posts.py measures the whole).
+#
+# The lead insert is ON CONFLICT DO NOTHING ... RETURNING instead of SELECT-then-INSERT: one
+# statement, and two concurrent signups for one address cannot both insert; the UNIQUE index
+# decides, without an error to recover from.
+_INSERT_LEAD = """
+INSERT INTO leads (email, first_name, status, magnet, marketing_consent, created_at, updated_at)
+VALUES (:email, :first_name, 'pending', :magnet, :false, :now, :now)
+ON CONFLICT (email) DO NOTHING
+RETURNING id
+"""
+_INSERT_EVENT = """
+INSERT INTO consent_events (lead_id, kind, at, magnet, marketing_consent, ip, user_agent, form, notice_id)
+VALUES (:lead_id, :kind, :now, :magnet, :marketing, :ip, :user_agent, :form, :notice_id)
+"""
+_INSERT_OUTBOX = """
+INSERT INTO outbox (kind, lead_id, recipient, magnet, idempotency_key, message_id, priority, status,
+                    attempts, created_at, next_attempt_at)
+VALUES (:kind, :lead_id, :recipient, :magnet, :key, :message_id, :priority, 'queued', 0, :now, :now)
+"""
+
+
+class _DriverSQL:
+    """The statements above in one dialect's parameter style, and its way of storing a time."""
+
+    def __init__(self, dialect):
+        named = (lambda sql: sql) if dialect.paramstyle in ("qmark", "named", "numeric") else \
+            (lambda sql: re.sub(r":(\w+)", r"%(\1)s", sql))
+        self.insert_lead = named(_INSERT_LEAD)
+        self.insert_event = named(_INSERT_EVENT)
+        self.insert_outbox = named(_INSERT_OUTBOX)
+        self.time = UTCDateTime().bind_processor(dialect)
+
+
+_driver_sql: dict[str, _DriverSQL] = {}
+
+
+def _sql(session: Session) -> _DriverSQL:
+    dialect = session.bind.dialect
+    if dialect.name not in _driver_sql:
+        _driver_sql[dialect.name] = _DriverSQL(dialect)
+    return _driver_sql[dialect.name]
+
+
+def insert_lead_if_new(session: Session, *, email: str, first_name: str, magnet: str, now: datetime) -> int | None:
+    """Insert a pending lead and return its id, or None when the address is already known."""
+    sql = _sql(session)
+    return session.connection().exec_driver_sql(sql.insert_lead, {
+        "email": email, "first_name": first_name, "magnet": magnet, "false": False, "now": sql.time(now),
+    }).scalar()
+
+
+def insert_consent_event(session: Session, *, lead_id: int, kind: str, now: datetime, magnet: str,
+                         marketing: bool, ip: str | None, user_agent: str | None, form: str,
+                         notice_id: int) -> None:
+    sql = _sql(session)
+    session.connection().exec_driver_sql(sql.insert_event, {
+        "lead_id": lead_id, "kind": kind, "now": sql.time(now), "magnet": magnet, "marketing": marketing,
+        "ip": ip, "user_agent": user_agent, "form": form, "notice_id": notice_id,
+    })
+
+
+def insert_outbox(session: Session, *, kind: str, lead_id: int, recipient: str, magnet: str, key: str,
+                  message_id: str, priority: int, now: datetime) -> None:
+    sql = _sql(session)
+    session.connection().exec_driver_sql(sql.insert_outbox, {
+        "kind": kind, "lead_id": lead_id, "recipient": recipient, "magnet": magnet, "key": key,
+        "message_id": message_id, "priority": priority, "now": sql.time(now),
+    })
 
 
 def outbox_counts(session: Session) -> dict[str, int]:

@@ -43,18 +43,22 @@ class Funnel:
         self.mail_domain = mail_domain
         self.mails_per_day = mails_per_day
         self.notice = notice
+        self._notice_row_id: int | None = None  # per process; notices are never deleted
 
     def subscribe(self, session: Session, signup: Signup, evidence: Evidence, now: datetime) -> None:
         """Record a signup and queue what it calls for (see the module docstring)."""
+        lead_id = queries.insert_lead_if_new(
+            session, email=signup.email, first_name=signup.first_name, magnet=signup.magnet, now=now
+        )
+        if lead_id is not None:
+            # A new address, the common case: three INSERTs and nothing else, because on
+            # SQLite this runs under the database's one write lock.
+            self._event(session, lead_id, "signup", signup.magnet, signup.marketing, evidence, now)
+            enqueue(session, kind=MailKind.CONFIRM, lead_id=lead_id, recipient=signup.email,
+                    magnet=signup.magnet, now=now, domain=self.mail_domain)
+            return
         lead = self._find(session, signup.email)
-        if lead is None:
-            lead = self._create(session, signup, now)
-            if lead is not None:
-                self._event(session, lead, "signup", signup.magnet, signup.marketing, evidence, now)
-                self._mail(session, lead, MailKind.CONFIRM, signup.magnet, now)
-                return
-            lead = self._find(session, signup.email)  # created by a concurrent request
-        self._event(session, lead, "signup", signup.magnet, signup.marketing, evidence, now)
+        self._event(session, lead.id, "signup", signup.magnet, signup.marketing, evidence, now)
         if lead.status != LeadStatus.CONFIRMED:
             lead.first_name = signup.first_name or lead.first_name
             lead.updated_at = now
@@ -82,7 +86,7 @@ class Funnel:
         lead.confirmed_at = now
         lead.updated_at = now
         lead.marketing_consent = marketing
-        self._event(session, lead, "confirm", link.magnet, marketing, evidence, now)
+        self._event(session, lead.id, "confirm", link.magnet, marketing, evidence, now)
         self._mail(session, lead, MailKind.GUIDE, link.magnet, now)
         return lead
 
@@ -102,19 +106,6 @@ class Funnel:
     def _find(session: Session, email: str) -> Lead | None:
         return session.scalar(select(Lead).where(Lead.email == email))
 
-    @staticmethod
-    def _create(session: Session, signup: Signup, now: datetime) -> Lead | None:
-        lead = Lead(
-            email=signup.email, first_name=signup.first_name, status=LeadStatus.PENDING.value,
-            magnet=signup.magnet, marketing_consent=False, created_at=now, updated_at=now,
-        )
-        try:
-            with session.begin_nested():  # a savepoint: a duplicate only undoes this insert
-                session.add(lead)
-        except IntegrityError:
-            return None
-        return lead
-
     def _resend(self, session: Session, lead: Lead, magnet: str, now: datetime) -> None:
         if lead.status == LeadStatus.CONFIRMED:
             self._mail(session, lead, MailKind.GUIDE, magnet, now)
@@ -128,24 +119,30 @@ class Funnel:
         since = now - timedelta(days=1)
         if queries.recent_mail_count(session, lead_id=lead.id, kind=kind.value, since=since) >= self.mails_per_day:
             return
-        enqueue(session, kind=kind.value, lead=lead, magnet=magnet, now=now, domain=self.mail_domain)
+        enqueue(session, kind=kind, lead_id=lead.id, recipient=lead.email, magnet=magnet, now=now,
+                domain=self.mail_domain)
 
-    def _event(self, session, lead, kind, magnet, marketing, evidence: Evidence, now) -> None:
-        session.add(ConsentEvent(
-            lead_id=lead.id, kind=kind, at=now, magnet=magnet, marketing_consent=marketing,
+    def _event(self, session, lead_id: int, kind: str, magnet: str, marketing: bool, evidence: Evidence, now) -> None:
+        queries.insert_consent_event(
+            session, lead_id=lead_id, kind=kind, now=now, magnet=magnet, marketing=marketing,
             ip=evidence.ip, user_agent=(evidence.user_agent or "")[:400] or None, form=evidence.form,
             notice_id=self._notice_id(session, now),
-        ))
+        )
 
     def _notice_id(self, session: Session, now: datetime) -> int:
         """The stored row for the current notice text, created the first time it is needed."""
+        if self._notice_row_id is None:
+            self._notice_row_id = self._store_notice(session, now)
+        return self._notice_row_id
+
+    def _store_notice(self, session: Session, now: datetime) -> int:
         notice = self.notice
         found = session.scalar(select(ConsentNotice.id).where(ConsentNotice.sha256 == notice.sha256))
         if found is not None:
             return found
         row = ConsentNotice(version=notice.version, sha256=notice.sha256, text=notice.full_text, created_at=now)
         try:
-            with session.begin_nested():
+            with session.begin_nested():  # a savepoint: another process may store it at the same moment
                 session.add(row)
         except IntegrityError:
             return session.scalar(select(ConsentNotice.id).where(ConsentNotice.sha256 == notice.sha256))

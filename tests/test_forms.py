@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from markupsafe import escape
 
 from sqlalchemy import func, select
@@ -10,7 +11,7 @@ from mailer import create_app
 from mailer.forms import clean_name
 from mailer.models import Lead, Outbox
 
-from conftest import Visitor, form_tokens
+from conftest import Visitor, form_tokens, unavailable
 
 
 def leads(services) -> int:
@@ -102,13 +103,37 @@ def test_the_landing_page_offers_the_guide_with_an_unticked_box_and_the_notice(s
     assert escape(services.content.organisation.notice.marketing_label) in body
 
 
-def test_the_embeddable_form_may_be_framed_and_posts_to_itself(services, client, clock):
-    page = client.get("/gids/mini-guide/embed")
+def test_the_embeddable_form_may_be_framed_and_works_without_our_cookie(services, app, clock):
+    page = app.test_client().get("/gids/mini-guide/embed")
     assert "X-Frame-Options" not in page.headers
-    assert client.get("/").headers["X-Frame-Options"] == "DENY"
+    assert app.test_client().get("/").headers["X-Frame-Options"] == "DENY"
     data = {**form_tokens(page.get_data(as_text=True)), "first_name": "Ria", "email": "ria@example.nl"}
+    assert set(data) == {"started", "first_name", "email"}  # no session-bound CSRF token
     clock.advance(seconds=5)
-    response = client.post("/gids/mini-guide/embed", data=data)
+    # Inside an iframe on another site the browser withholds our session cookie: a fresh client.
+    response = app.test_client().post("/gids/mini-guide/embed", data=data)
     assert response.status_code == 303 and response.headers["Location"].endswith("/bedankt?embed=1")
     with services.db.read_only() as session:
         assert session.scalar(select(Outbox.kind)) == "confirm"
+
+
+def test_the_embedded_form_still_refuses_a_post_without_its_signed_timestamp(services, app):
+    response = app.test_client().post("/gids/mini-guide/embed", data={"first_name": "X", "email": "x@example.nl"})
+    assert response.status_code == 400 and leads(services) == 0
+
+
+def test_the_rate_limit_is_shared_between_processes_through_redis(make_services, database_url, clock):
+    redis = pytest.importorskip("redis")
+    url = "redis://127.0.0.1:6379/15"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).flushdb()
+    except redis.ConnectionError as exc:
+        unavailable("redis", str(exc))
+    # Two app instances stand for two gunicorn workers on different hosts.
+    visitors = [
+        Visitor(create_app(services=make_services(database_url, MAILER_RATELIMIT_STORAGE_URL=url,
+                                                  MAILER_SIGNUP_RATE_LIMIT="3 per minute")).test_client(), clock)
+        for _ in range(2)
+    ]
+    answers = [visitors[n % 2].sign_up(f"gedeeld{n}@example.nl").status_code for n in range(4)]
+    assert answers == [303, 303, 303, 429]

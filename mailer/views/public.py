@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 
 from ..errors import InvalidLink
-from ..extensions import limiter
+from ..extensions import csrf, limiter
 from ..forms import SignupForm
 from ..signup import Evidence, Signup
 from . import services
@@ -49,6 +49,11 @@ def signup(slug: str):
 
 
 @bp.post("/gids/<slug>/embed")
+# Inside an iframe on another site browsers withhold our session cookie (a third-party
+# context), so a session-bound CSRF token would always fail there. The signed `started`
+# timestamp (not tied to a session), the honeypot and the rate limit guard this form, and
+# double opt-in means a forged post can at most cause one confirmation mail.
+@csrf.exempt
 @limiter.limit(_signup_limit, scope="signup")
 def embed_signup(slug: str):
     return _submit(_magnet(slug), embed=True)
