@@ -66,6 +66,7 @@ RUNS = 3
 TIME_LIMIT = 60.0  # seconds per measurement at most
 START_TIMEOUT = 30.0  # seconds for gunicorn to answer
 TARGET = 0.5
+LAYERS = [("no-db", "database"), ("skeleton", "database,limiter,csrf")]  # see bench/layered_app.py
 
 TOKEN_FIELD = re.compile(r'name="(csrf_token|started)" type="hidden" value="([^"]+)"')
 
@@ -250,14 +251,17 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
-def start_mailer(tmp: Path) -> Server:
+def start_mailer(tmp: Path, name: str = "mailer", switched_off: str = "") -> Server:
+    """The real app; with `switched_off`, bench/layered_app.py's variant of it."""
     env = _clean_env()
     env.update({
-        "MAILER_INSTANCE_PATH": str(tmp / "instance"),
+        "MAILER_INSTANCE_PATH": str(tmp / f"app-{name}" / "instance"),
         "MAILER_SECRET_KEY": "bench-secret-key-0123456789abcdef",  # 33 characters
         "MAILER_FORM_MIN_SECONDS": "0",
         "MAILER_SIGNUP_RATE_LIMIT": "1000000 per minute",
+        "BENCH_SWITCH_OFF": switched_off,
     })
+    (tmp / f"app-{name}").mkdir()  # not tmp/mailer: gunicorn's cwd would shadow the package
     # cwd = the temp dir, so a developer's .env in the project root does not change the setup.
     mailer_cli = Path(sys.executable).parent / "mailer"
     upgrade = [str(mailer_cli)] if mailer_cli.exists() else [sys.executable, "-m", "mailer.cli"]
@@ -265,7 +269,9 @@ def start_mailer(tmp: Path) -> Server:
                           timeout=120)
     if done.returncode != 0:
         raise RuntimeError(f"mailer db upgrade failed:\n{done.stdout}{done.stderr}")
-    return start_gunicorn("mailer", "mailer.wsgi:app", env, cwd=tmp, logs=tmp)
+    if not switched_off:
+        return start_gunicorn(name, "mailer.wsgi:app", env, cwd=tmp, logs=tmp)
+    return start_gunicorn(name, "layered_app:app", env, cwd=tmp, logs=tmp, extra=["--pythonpath", str(BENCH)])
 
 
 def start_bare(tmp: Path) -> Server:
@@ -371,7 +377,7 @@ def measure(server: Server, run: int, clients: int, posts: int, tag: str) -> Mea
 def _counts(tmp: Path) -> str:
     parts = []
     try:
-        with sqlite3.connect(tmp / "instance" / "mailer.db", timeout=5) as conn:
+        with sqlite3.connect(tmp / "app-mailer" / "instance" / "mailer.db", timeout=5) as conn:
             parts.append("mailer db: " + ", ".join(
                 f"{conn.execute(f'SELECT count(*) FROM {t}').fetchone()[0]} {t}"
                 for t in ("leads", "consent_events", "outbox")))
@@ -389,6 +395,9 @@ def main() -> int:
     parser.add_argument("--posts", type=int, default=POSTS, help=f"measured posts per app per run ({POSTS})")
     parser.add_argument("--clients", type=int, default=CLIENTS, help=f"client processes ({CLIENTS})")
     parser.add_argument("--runs", type=int, default=RUNS, help=f"runs of the pair ({RUNS})")
+    parser.add_argument("--layers", action="store_true",
+                        help="also measure the mailer without its database work, and without database, "
+                             "rate limit and CSRF (the Flask/WTForms skeleton): where the time goes")
     args = parser.parse_args()
     posts = max(1, min(args.posts, 100_000))
     clients = max(1, min(args.clients, 64))
@@ -397,35 +406,34 @@ def main() -> int:
     began = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="mailer-bench-"))
     tag = uuid.uuid4().hex[:8]
-    mailer = bare = None
+    servers: list[Server] = []
     results: list[Measurement] = []
     counts: list[str] = []
     try:
         print(f"{clients} clients, {WARMUP} warm-up + {posts} measured posts per app per run, {runs} runs "
               f"(fresh databases and servers each), at most {TIME_LIMIT:.0f}s per measurement; "
               f"gunicorn -w {WORKERS} (sync) for both apps; {os.cpu_count()} CPUs; work dir {tmp}", flush=True)
+        variants = [("mailer", "")] + (LAYERS if args.layers else [])
         for run in range(1, runs + 1):
             where = tmp / f"run{run}"
             where.mkdir()
-            mailer = start_mailer(where)
-            bare = start_bare(where)
-            order = (mailer, bare) if run % 2 else (bare, mailer)
-            for server in order:
+            servers = [start_mailer(where, name, off) for name, off in variants] + [start_bare(where)]
+            for server in (servers if run % 2 else servers[::-1]):
                 m = measure(server, run, clients, posts, tag)
                 results.append(m)
                 print(m.line(), flush=True)
                 if m.error_count:
                     print(f"  {server.name} gunicorn log (tail):\n{_tail(server.log, 15)}", flush=True)
-            stop(mailer)
-            stop(bare)
-            mailer = bare = None
+            for server in servers:
+                stop(server)
+            servers = []
             counts.append(f"run {run}: {_counts(where)}")
     except Exception as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1
     finally:
-        stop(mailer)
-        stop(bare)
+        for server in servers:
+            stop(server)
         shutil.rmtree(tmp, ignore_errors=True)
 
     def med(app: str, attr: str) -> float:
@@ -439,13 +447,15 @@ def main() -> int:
     python = Path(sys.executable)
     python = python.relative_to(ROOT) if python.is_relative_to(ROOT) else python
     print(f"command: {python} bench/form_posts.py --posts {posts} --clients {clients} "
-          f"--runs {runs}")
+          f"--runs {runs}{' --layers' if args.layers else ''}")
     print("summary (medians over runs):")
-    for app in ("mailer", "bare"):
+    for app in [name for name, _ in variants] + ["bare"]:
         print(f"  {app:<6}  {med(app, 'rate'):7.1f} posts/s   p50 {med(app, 'p50_ms'):6.1f} ms   "
               f"p99 {med(app, 'p99_ms'):6.1f} ms   server CPU {med(app, 'server_cpu_ms'):5.2f} ms/post   "
               f"client CPU {med(app, 'client_cpu_ms'):5.2f} ms/post")
     print(f"  ratio mailer/bare  {ratio:.2f}   (target >= {TARGET}: {'met' if ratio >= TARGET else 'NOT met'})")
+    for name, off in variants[1:]:
+        print(f"  ratio {name}/bare  {med(name, 'rate') / bare_rate:.2f}   (switched off: {off})")
     print(f"  errors (non-303 or connection)  {errors}")
     for line in counts:
         print(f"  rows after {line}")

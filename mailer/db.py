@@ -41,10 +41,9 @@ def _sqlite_engine(url: str) -> Engine:
         # Writers take the write lock up front: a deferred transaction that reads and then
         # writes fails at once with SQLITE_BUSY instead of waiting for the busy timeout.
         # Read-only work (health checks) uses read_only() and a plain BEGIN.
-        if conn.get_execution_options().get("mailer_read_only"):
-            conn.exec_driver_sql("BEGIN")
-        else:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Straight to the driver: this runs once per transaction, on every signup.
+        read_only = conn.get_execution_options().get("mailer_read_only")
+        conn.connection.dbapi_connection.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 

@@ -142,8 +142,13 @@ class Outbox(Base):
     lead_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"))
     recipient: Mapped[str] = mapped_column(String(320))
     magnet: Mapped[str | None] = mapped_column(String(100))
-    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
-    message_id: Mapped[str] = mapped_column(String(250), unique=True)
+    # Set where a retry of the *cause* could queue the same mail twice (a drip step: lead +
+    # sequence + step); NULL for mail a request queues in its own transaction, which cannot
+    # be repeated without repeating the request. UNIQUE, so a repeated cause inserts nothing.
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    # Random by construction (make_msgid); kept across retries. Not indexed: nothing looks
+    # a row up by it, and an index on a random key costs a page write on every signup.
+    message_id: Mapped[str] = mapped_column(String(250))
     priority: Mapped[int] = mapped_column(SmallInteger, default=TRANSACTIONAL_PRIORITY)
     status: Mapped[str] = mapped_column(String(20), default=OutboxStatus.QUEUED.value)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import make_msgid
@@ -38,8 +37,7 @@ def enqueue(session: Session, *, kind: str, lead_id: int, recipient: str, magnet
     """Add one mail for a lead to the outbox, inside the caller's transaction."""
     queries.insert_outbox(
         session, kind=kind, lead_id=lead_id, recipient=recipient, magnet=magnet,
-        key=f"{kind}:{lead_id}:{uuid.uuid4().hex}", message_id=make_msgid(domain=domain),
-        priority=TRANSACTIONAL_PRIORITY, now=now,
+        message_id=make_msgid(domain=domain), priority=TRANSACTIONAL_PRIORITY, now=now,
     )
 
 

@@ -61,9 +61,9 @@ INSERT INTO consent_events (lead_id, kind, at, magnet, marketing_consent, ip, us
 VALUES (:lead_id, :kind, :now, :magnet, :marketing, :ip, :user_agent, :form, :notice_id)
 """
 _INSERT_OUTBOX = """
-INSERT INTO outbox (kind, lead_id, recipient, magnet, idempotency_key, message_id, priority, status,
+INSERT INTO outbox (kind, lead_id, recipient, magnet, message_id, priority, status,
                     attempts, created_at, next_attempt_at)
-VALUES (:kind, :lead_id, :recipient, :magnet, :key, :message_id, :priority, 'queued', 0, :now, :now)
+VALUES (:kind, :lead_id, :recipient, :magnet, :message_id, :priority, 'queued', 0, :now, :now)
 """
 
 
@@ -107,11 +107,12 @@ def insert_consent_event(session: Session, *, lead_id: int, kind: str, now: date
     })
 
 
-def insert_outbox(session: Session, *, kind: str, lead_id: int, recipient: str, magnet: str, key: str,
+def insert_outbox(session: Session, *, kind: str, lead_id: int, recipient: str, magnet: str,
                   message_id: str, priority: int, now: datetime) -> None:
+    """Queue one mail (no idempotency key: the request's own transaction is what cannot repeat)."""
     sql = _sql(session)
     session.connection().exec_driver_sql(sql.insert_outbox, {
-        "kind": kind, "lead_id": lead_id, "recipient": recipient, "magnet": magnet, "key": key,
+        "kind": kind, "lead_id": lead_id, "recipient": recipient, "magnet": magnet,
         "message_id": message_id, "priority": priority, "now": sql.time(now),
     })
 

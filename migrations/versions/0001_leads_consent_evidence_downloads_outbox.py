@@ -73,7 +73,7 @@ def upgrade() -> None:
     sa.Column('lead_id', sa.Integer(), nullable=True),
     sa.Column('recipient', sa.String(length=320), nullable=False),
     sa.Column('magnet', sa.String(length=100), nullable=True),
-    sa.Column('idempotency_key', sa.String(length=200), nullable=False),
+    sa.Column('idempotency_key', sa.String(length=200), nullable=True),
     sa.Column('message_id', sa.String(length=250), nullable=False),
     sa.Column('priority', sa.SmallInteger(), nullable=False),
     sa.Column('status', sa.String(length=20), nullable=False),
@@ -86,8 +86,7 @@ def upgrade() -> None:
     sa.Column('last_error', sa.Text(), nullable=True),
     sa.ForeignKeyConstraint(['lead_id'], ['leads.id'], ),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('idempotency_key'),
-    sa.UniqueConstraint('message_id')
+    sa.UniqueConstraint('idempotency_key')
     )
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.create_index('ix_outbox_due', ['status', 'next_attempt_at'], unique=False)
