@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 import threading
@@ -16,11 +15,11 @@ from .errors import MailerError
 log = logging.getLogger("mailer")
 
 
-def _services(clock=None):
+def _services(clock=None, defaults=None):
     from .services import build_services
 
     try:
-        return build_services(clock=clock)
+        return build_services(clock=clock, defaults=defaults)
     except MailerError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -60,8 +59,9 @@ def serve(host: str, port: int, threads: int) -> None:
     from .migrate import upgrade
 
     _logging()
-    os.environ.setdefault("MAILER_BASE_URL", f"http://{host}:{port}")
-    services = _services()
+    # Without MAILER_BASE_URL, links in mails point at this server (on the embedded default).
+    visible_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    services = _services(defaults={"MAILER_BASE_URL": f"http://{visible_host}:{port}"})
     if services.settings.embedded:
         upgrade(services.settings.database_url)
     app = create_app(services=services)

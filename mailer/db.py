@@ -16,7 +16,9 @@ def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
     # pre_ping: a connection that died with a database restart is replaced, not handed out.
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    # connect_timeout: an unreachable host answers 503 in seconds instead of hanging a request.
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10,
+                         connect_args={"connect_timeout": 5})
 
 
 def _sqlite_engine(url: str) -> Engine:
@@ -58,10 +60,6 @@ class Database:
         self._read_session = sessionmaker(
             self.engine.execution_options(mailer_read_only=True), expire_on_commit=False
         )
-
-    @property
-    def is_sqlite(self) -> bool:
-        return self.engine.dialect.name == "sqlite"
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

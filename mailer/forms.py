@@ -24,10 +24,12 @@ def clean_name(value: str | None) -> str:
 def normalise_email(value: str) -> str:
     """The address as we store it, or ValueError with a message for the visitor."""
     try:
-        result = validate_email(value.strip(), check_deliverability=False)
+        # allow_smtputf8=False: relays without SMTPUTF8 cannot carry a non-ASCII local part,
+        # so refuse it here; an internationalised domain is kept in its ASCII (IDNA) form.
+        result = validate_email(value.strip(), check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError:
         raise ValueError("Dit e-mailadres lijkt niet te kloppen. Controleer het even, bijvoorbeeld: naam@gemeente.nl.")
-    return result.normalized.lower()
+    return result.ascii_email.lower()
 
 
 class _Email:

@@ -41,9 +41,10 @@ class Base(DeclarativeBase):
 
 
 class LeadStatus(enum.StrEnum):
-    """pending -> confirmed (the visitor pressed the button in the confirmation mail);
-    any -> unsubscribed; any -> undeliverable (the server refused the mailbox);
-    unsubscribed -> confirmed (a new signup, confirmed again by the visitor)."""
+    """pending -> confirmed: the visitor pressed the button of the confirmation mail.
+    unsubscribed | undeliverable -> confirmed: only through a confirmation link sent after a
+    new signup (Funnel.confirm refuses older links). An undeliverable address is sent nothing,
+    an unsubscribed one only the confirmation a new signup asks for."""
 
     PENDING = "pending"
     CONFIRMED = "confirmed"
@@ -52,17 +53,16 @@ class LeadStatus(enum.StrEnum):
 
 
 class OutboxStatus(enum.StrEnum):
-    """queued -> sending (claimed by a worker, with a lease in claimed_until);
-    sending -> sent | deferred (temporary failure, retried at next_attempt_at) | failed;
-    deferred -> sending; sending with an expired lease -> sending (claimed again);
-    queued | deferred -> cancelled (the mail lost its purpose); failed -> queued (operator retry)."""
+    """queued -> sending: claimed by a worker, with a lease in claimed_until.
+    sending -> sent | deferred (a temporary failure, retried at next_attempt_at) | failed.
+    deferred -> sending, when next_attempt_at comes.
+    sending -> sending: claimed again by another worker once the lease ran out (its worker died)."""
 
     QUEUED = "queued"
     SENDING = "sending"
     SENT = "sent"
     DEFERRED = "deferred"
     FAILED = "failed"
-    CANCELLED = "cancelled"
 
 
 class MailKind(enum.StrEnum):

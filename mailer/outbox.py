@@ -52,6 +52,12 @@ class DispatchReport:
     def handled(self) -> int:
         return self.sent + self.deferred + self.failed
 
+    def count(self, status: OutboxStatus, error: str) -> None:
+        """Count one outcome; keep the error line of anything not sent."""
+        setattr(self, status.value, getattr(self, status.value) + 1)  # sent, deferred or failed
+        if status is not OutboxStatus.SENT:
+            self.errors.append(error)
+
     def add(self, other: "DispatchReport") -> None:
         self.sent += other.sent
         self.deferred += other.deferred
@@ -131,19 +137,18 @@ class Sender:
         sender = services.settings.mail_from
         try:
             mail = services.renderer.render(item.kind, item.recipient, item.magnet)
-        except Exception as exc:  # a content problem must not stop the rest of the batch
-            log.exception("cannot render outbox row %s", item.id)
-            self._record(item, OutboxStatus.FAILED, None, f"render error: {exc}", report)
-            return
-        data = build_message(
-            sender=sender, recipient=item.recipient, mail=mail,
-            message_id=item.message_id, date=services.clock.now(),
-        )
-        envelope = Envelope(envelope_sender(sender), (item.recipient.email,), data, item.message_id)
-        try:
+            data = build_message(
+                sender=sender, recipient=item.recipient, mail=mail,
+                message_id=item.message_id, date=services.clock.now(),
+            )
+            envelope = Envelope(envelope_sender(sender), (item.recipient.email,), data, item.message_id)
             self.transport.send_messages([envelope])
         except DeliveryError as exc:
             self._record_failure(item, exc, report)
+            return
+        except Exception as exc:  # a bug or bad data in this one row must not hold up the others
+            log.exception("outbox row %s cannot be sent", item.id)
+            self._record(item, OutboxStatus.FAILED, None, f"{type(exc).__name__}: {exc}", report)
             return
         self._record(item, OutboxStatus.SENT, 250, "accepted", report)
         if services.settings.log_mail:
@@ -156,8 +161,13 @@ class Sender:
         log.warning("outbox row %s to %s: %s (%s)", item.id, item.recipient.email, exc, status.value)
         self._record(item, status, exc.code, exc.text, report, retry_at=decision.retry_at)
 
-    def _record(self, item, status: OutboxStatus, code, reply: str, report, retry_at=None) -> None:
-        """Write the outcome of one attempt and the attempt itself, in one transaction."""
+    def _record(self, item: _Work, status: OutboxStatus, code: int | None, reply: str,
+                report: DispatchReport, retry_at: datetime | None = None) -> None:
+        """Write one attempt and its outcome in one transaction, and extend the lease on the rest.
+
+        The outcome is written only while the row is still ours: if our lease ran out and
+        another worker claimed the row, its result stands and ours is kept as an attempt.
+        """
         now = self.services.clock.now()
         values = {
             "status": status.value, "attempts": item.attempts + 1,
@@ -169,11 +179,15 @@ class Sender:
         if retry_at is not None:
             values["next_attempt_at"] = retry_at
         with self.services.db.transaction() as session:
-            session.execute(update(Outbox).where(Outbox.id == item.id).values(**values))
+            session.execute(update(Outbox).where(*self._still_mine(item.id)).values(**values))
+            # The rest of this batch waits behind this message: keep its lease from running out.
+            session.execute(update(Outbox).where(*self._still_mine()).values(claimed_until=now + LEASE))
             session.add(DeliveryAttempt(
                 outbox_id=item.id, at=now, worker=self.worker, code=code, reply=reply[:2000],
                 outcome=status.value,
             ))
-        setattr(report, status.value, getattr(report, status.value) + 1)  # sent, deferred or failed
-        if status is not OutboxStatus.SENT:
-            report.errors.append(f"{item.recipient.email}: {code or '-'} {reply}")
+        report.count(status, f"{item.recipient.email}: {code or '-'} {reply}")
+
+    def _still_mine(self, row_id: int | None = None) -> tuple:
+        conditions = (Outbox.claimed_by == self.worker, Outbox.status == OutboxStatus.SENDING)
+        return conditions if row_id is None else (Outbox.id == row_id, *conditions)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from .outbox import Sender
 
@@ -51,7 +51,7 @@ def _guarded(job: PeriodicJob) -> Callable[[], None]:
     def run() -> None:
         try:
             result = job.run()
-        except DBAPIError as exc:
+        except (OperationalError, InterfaceError) as exc:
             # The database is restarting or unreachable: nothing was claimed, the next pass retries.
             log.warning("%s: database unavailable (%s); will retry", job.name, exc.__class__.__name__)
             return

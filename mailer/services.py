@@ -34,8 +34,8 @@ class Services:
         return make_transport(self.settings.mail)
 
 
-def build_services(settings: Settings | None = None, clock=None) -> Services:
-    settings = settings or Settings.from_env()
+def build_services(settings: Settings | None = None, clock=None, defaults: dict[str, str] | None = None) -> Services:
+    settings = settings or Settings.from_env(defaults=defaults)
     content = load_content(settings.content_path)
     clock = clock or SystemClock()
     signer = Signer(settings.secret_keys, clock)

@@ -35,6 +35,7 @@ class MailURL:
     password: str | None = None
     path: Path | None = None
     timeout: float = 30.0
+    cafile: Path | None = None  # trust this CA (a private relay's); default: the system's
 
     @property
     def is_smtp(self) -> bool:
@@ -70,9 +71,15 @@ class Settings:
         return self.base_url.startswith("https://")
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, dotenv: Path | None = None) -> "Settings":
-        """Build and check the settings; raise SettingsError naming the first bad variable."""
-        env = dict(dotenv_values(dotenv or Path.cwd() / ".env"))
+    def from_env(cls, environ: dict[str, str] | None = None, dotenv: Path | None = None,
+                 defaults: dict[str, str] | None = None) -> "Settings":
+        """Build and check the settings; raise SettingsError naming the first bad variable.
+
+        Precedence: the environment, then `.env`, then `defaults` (what a command knows,
+        such as the address `mailer serve` listens on).
+        """
+        env = dict(defaults or {})
+        env.update(dotenv_values(dotenv or Path.cwd() / ".env"))
         env.update(os.environ if environ is None else environ)
         env = {k: v for k, v in env.items() if k.startswith("MAILER_") and v is not None}
         return _build(env)
@@ -86,11 +93,11 @@ def _build(env: dict[str, str]) -> Settings:
 
     database_url = _database_url(env.get("MAILER_DATABASE_URL"), instance)
     mail = _mail_url(env.get("MAILER_MAIL_URL"), instance)
-    embedded = database_url.startswith("sqlite")
+    embedded = database_url.startswith("sqlite")  # see Settings.embedded
     return Settings(
         database_url=database_url,
         secret_keys=_secret_keys(env.get("MAILER_SECRET_KEY"), instance, embedded),
-        base_url=_base_url(env.get("MAILER_BASE_URL", "http://127.0.0.1:8000")),
+        base_url=_base_url(env.get("MAILER_BASE_URL"), embedded),
         mail=mail,
         mail_from=_address("MAILER_FROM", env.get("MAILER_FROM", "Mini guide <guide@example.nl>")),
         instance_path=instance,
@@ -139,17 +146,44 @@ def _secret_keys(value: str | None, instance: Path, embedded: bool) -> tuple[str
 def _instance_secret(instance: Path) -> str:
     """The embedded default's key: generated once, kept in instance/secret_key with mode 0600."""
     path = instance / "secret_key"
-    if path.exists():
-        return path.read_text().strip()
-    instance.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key + "\n")
+    try:
+        if not path.exists():
+            _write_new_secret(instance, path)
+        key = path.read_text().strip()
+    except OSError as exc:
+        raise SettingsError(f"MAILER_INSTANCE_PATH: cannot keep the secret key in {path}: {exc}") from None
+    if len(key) < 16:
+        raise SettingsError(f"MAILER_INSTANCE_PATH: {path} holds no usable key (under 16 characters); "
+                            "delete it to have a new one generated, or set MAILER_SECRET_KEY")
     return key
 
 
-def _base_url(value: str) -> str:
+def _write_new_secret(instance: Path, path: Path) -> None:
+    """Write the key whole under a temporary name, then link it into place: a crash leaves no
+    half-written key, and of two processes starting at once the first link wins."""
+    instance.mkdir(parents=True, exist_ok=True)
+    partial = instance / f".secret_key.{os.getpid()}"
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_urlsafe(32) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    try:
+        os.link(partial, path)
+    except FileExistsError:
+        pass  # another process was first; its key is the one
+    finally:
+        partial.unlink()
+
+
+def _base_url(value: str | None, embedded: bool) -> str:
+    if not value:
+        if not embedded:
+            raise SettingsError(
+                "MAILER_BASE_URL is required outside the embedded default: the public address "
+                "(e.g. https://guide.example.nl) that links in mails point to"
+            )
+        value = "http://127.0.0.1:8000"
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise SettingsError(f"MAILER_BASE_URL must be an absolute http(s) URL, got {value!r}")
@@ -182,6 +216,12 @@ def _mail_url(value: str | None, instance: Path) -> MailURL:
         timeout = float(query.get("timeout", ["30"])[0])
     except ValueError:
         raise SettingsError("MAILER_MAIL_URL: timeout= must be a number of seconds") from None
+    if scheme == "smtp" and parts.username:
+        raise SettingsError("MAILER_MAIL_URL: smtp:// would send the password unencrypted; "
+                            "use smtp+starttls:// or smtps://")
+    cafile = Path(query["cafile"][0]) if "cafile" in query else None
+    if cafile is not None and not cafile.is_file():
+        raise SettingsError(f"MAILER_MAIL_URL: cafile={cafile} is not a file")
     default_port = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}[scheme]
     return MailURL(
         scheme,
@@ -190,6 +230,7 @@ def _mail_url(value: str | None, instance: Path) -> MailURL:
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
         timeout=timeout,
+        cafile=cafile,
     )
 
 

@@ -21,6 +21,10 @@ from .outbox import enqueue
 from .tokens import LeadLink, fingerprint
 
 
+# Link timestamps have whole seconds; a lead's updated_at has microseconds.
+LINK_CLOCK_SLACK = timedelta(seconds=1)
+
+
 @dataclass(frozen=True)
 class Evidence:
     """How a request reached us, kept as consent evidence."""
@@ -46,7 +50,13 @@ class Funnel:
         self._notice_row_id: int | None = None  # per process; notices are never deleted
 
     def subscribe(self, session: Session, signup: Signup, evidence: Evidence, now: datetime) -> None:
-        """Record a signup and queue what it calls for (see the module docstring)."""
+        """Record a signup (a consent event every time) and queue what the address's state calls for.
+
+        new: a pending lead and the confirmation mail; pending: the confirmation again;
+        confirmed: the guide again, with no change to the lead; unsubscribed: the confirmation,
+        and the address is confirmed again only by it; undeliverable: nothing. Confirmation and
+        guide mails are capped at `mails_per_day` per address.
+        """
         lead_id = queries.insert_lead_if_new(
             session, email=signup.email, first_name=signup.first_name, magnet=signup.magnet, now=now
         )
@@ -71,10 +81,18 @@ class Funnel:
             self._resend(session, lead, magnet, now)
 
     def confirm(self, session: Session, link: LeadLink, evidence: Evidence, now: datetime) -> Lead:
-        """Confirm the address; the marketing choice is the one made on the latest signup form."""
-        lead = self.lead_for(session, link)
+        """Confirm the address; the marketing choice is the one made on the latest signup form.
+
+        The lead's row is locked (PostgreSQL; SQLite's write lock covers it already), so a
+        double click confirms once and sends one guide.
+        """
+        lead = self.lead_for(session, link, lock=True)
         if lead.status == LeadStatus.CONFIRMED:
             return lead  # a second click: nothing new to record or send
+        if lead.status != LeadStatus.PENDING and link.issued_at < lead.updated_at - LINK_CLOCK_SLACK:
+            # An unsubscribed (or undeliverable) address is confirmed again only by a link sent
+            # after that happened, i.e. in answer to a new signup; an old mail cannot undo it.
+            raise InvalidLink("superseded", magnet=link.magnet)
         latest = session.scalar(
             select(ConsentEvent)
             .where(ConsentEvent.lead_id == lead.id, ConsentEvent.kind == "signup")
@@ -95,9 +113,9 @@ class Funnel:
         session.add(Download(lead_id=lead.id, magnet=link.magnet, at=now))
         return lead
 
-    def lead_for(self, session: Session, link: LeadLink) -> Lead:
+    def lead_for(self, session: Session, link: LeadLink, lock: bool = False) -> Lead:
         """The lead a link names, or InvalidLink if it is gone (erased, purged) or was replaced."""
-        lead = session.get(Lead, link.lead_id)
+        lead = session.get(Lead, link.lead_id, with_for_update=lock)
         if lead is None or fingerprint(lead.email) != link.fingerprint:
             raise InvalidLink("unknown", magnet=link.magnet)
         return lead
@@ -130,15 +148,17 @@ class Funnel:
         )
 
     def _notice_id(self, session: Session, now: datetime) -> int:
-        """The stored row for the current notice text, created the first time it is needed."""
-        if self._notice_row_id is None:
-            self._notice_row_id = self._store_notice(session, now)
-        return self._notice_row_id
+        """The stored row for the current notice text, created the first time it is needed.
 
-    def _store_notice(self, session: Session, now: datetime) -> int:
+        Only an id found by a query is cached: a row this transaction inserts is gone again
+        if the transaction rolls back, and a cached id would then point at nothing.
+        """
+        if self._notice_row_id is not None:
+            return self._notice_row_id
         notice = self.notice
         found = session.scalar(select(ConsentNotice.id).where(ConsentNotice.sha256 == notice.sha256))
         if found is not None:
+            self._notice_row_id = found
             return found
         row = ConsentNotice(version=notice.version, sha256=notice.sha256, text=notice.full_text, created_at=now)
         try:

@@ -17,6 +17,8 @@ from .errors import InvalidLink
 CONFIRM = "confirm"
 DOWNLOAD = "download"
 FORM_TIME = "form-time"
+# A form page older than this is shown again: its token cannot be replayed by a bot for ever.
+FORM_MAX_AGE_SECONDS = 12 * 3600
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,10 @@ class Signer:
         return self._serializer(FORM_TIME).dumps(self._clock.now().timestamp())
 
     def form_age(self, token: str) -> float:
-        """Seconds since the form was shown, or InvalidLink if the token is not ours."""
-        payload, _ = self._load(FORM_TIME, token)
+        """Seconds since the form was shown; InvalidLink if the token is not ours or too old."""
+        payload, signed_at = self._load(FORM_TIME, token)
+        if (self._clock.now() - signed_at).total_seconds() > FORM_MAX_AGE_SECONDS:
+            raise InvalidLink("expired")
         try:
             return self._clock.now().timestamp() - float(payload)
         except (TypeError, ValueError):

@@ -137,3 +137,36 @@ def test_the_rate_limit_is_shared_between_processes_through_redis(make_services,
     ]
     answers = [visitors[n % 2].sign_up(f"gedeeld{n}@example.nl").status_code for n in range(4)]
     assert answers == [303, 303, 303, 429]
+
+
+def test_an_international_domain_is_stored_in_ascii_and_a_non_ascii_mailbox_is_refused(services, visitor):
+    assert visitor.sign_up("Jan@Bücher.de").status_code == 303
+    with services.db.read_only() as session:
+        assert session.scalar(select(Lead.email)) == "jan@xn--bcher-kva.de"
+    refused = visitor.sign_up("jän@example.nl")
+    assert refused.status_code == 400 and "lijkt niet te kloppen" in refused.get_data(as_text=True)
+
+
+def test_a_form_left_open_too_long_is_shown_again(services, client, clock):
+    page = client.get("/gids/mini-guide")
+    clock.advance(hours=13)
+    data = {**form_tokens(page.get_data(as_text=True)), "first_name": "Oud", "email": "oud@example.nl"}
+    response = client.post("/gids/mini-guide", data=data)
+    assert response.status_code == 400 and "Het formulier was verlopen" in response.get_data(as_text=True)
+    assert leads(services) == 0
+
+
+def test_signing_up_over_https_works_with_the_same_origin_referer(services, app, clock):
+    client = app.test_client()
+    page = client.get("/gids/mini-guide", base_url="https://guide.example.nl")
+    assert page.headers["Referrer-Policy"] == "same-origin"
+    data = {**form_tokens(page.get_data(as_text=True)), "first_name": "Veilig", "email": "tls@example.nl"}
+    clock.advance(seconds=5)
+    response = client.post("/gids/mini-guide", data=data, base_url="https://guide.example.nl",
+                           headers={"Referer": "https://guide.example.nl/gids/mini-guide"})
+    assert response.status_code == 303 and leads(services) == 1
+
+
+def test_the_thanks_page_after_the_embedded_form_may_be_framed_too(services, client):
+    assert "X-Frame-Options" not in client.get("/gids/mini-guide/bedankt?embed=1").headers
+    assert client.get("/gids/mini-guide/bedankt").headers["X-Frame-Options"] == "DENY"

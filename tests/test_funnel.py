@@ -127,11 +127,13 @@ def test_the_answer_is_the_same_whatever_the_address_is_known_as(services, visit
     with services.db.transaction() as session:
         session.execute(Lead.__table__.update().values(status="confirmed"))
         known = session.scalar(select(Lead).where(Lead.email == "bevestigd@example.nl"))
-        session.add(Lead(email="weg@example.nl", first_name="", status="unsubscribed", magnet="mini-guide",
-                         marketing_consent=False, created_at=known.created_at, updated_at=known.created_at))
+        for email, status in (("weg@example.nl", "unsubscribed"), ("kapot@example.nl", "undeliverable")):
+            session.add(Lead(email=email, first_name="", status=status, magnet="mini-guide",
+                             marketing_consent=False, created_at=known.created_at, updated_at=known.created_at))
     confirmed = answer("bevestigd@example.nl")
     unsubscribed = answer("weg@example.nl")
-    assert new == pending == confirmed == unsubscribed
+    undeliverable = answer("kapot@example.nl")
+    assert new == pending == confirmed == unsubscribed == undeliverable
 
 
 def test_a_confirmed_lead_who_signs_up_again_gets_the_guide_again_without_a_status_change(services, visitor, client):
@@ -224,3 +226,58 @@ def test_the_outbox_row_is_written_in_the_signup_transaction(services, visitor):
         stored = session.scalar(select(Lead))
     assert (row.kind, row.status, row.lead_id, row.recipient) == ("confirm", "queued", stored.id, stored.email)
     assert row.message_id.startswith("<") and row.message_id.endswith("@example.nl>")
+
+
+def test_an_old_confirm_link_cannot_undo_an_unsubscribe_but_a_new_signup_can(services, visitor, client, clock):
+    visitor.sign_up("wisselend@example.nl")
+    old_link = link_in(deliver(services)[0], "/bevestig/")
+    clock.advance(hours=1)
+    with services.db.transaction() as session:
+        session.execute(Lead.__table__.update().values(status="unsubscribed", updated_at=clock.now()))
+    clock.advance(hours=1)
+    assert client.post(old_link).status_code == 400
+    assert lead(services, "wisselend@example.nl").status == "unsubscribed"
+
+    visitor.sign_up("wisselend@example.nl")
+    new_link = link_in(deliver(services)[0], "/bevestig/")
+    assert client.post(new_link).status_code == 200
+    assert lead(services, "wisselend@example.nl").status == "confirmed"
+
+
+def test_a_head_request_on_the_download_link_is_not_counted(services, visitor, client):
+    visitor.sign_up("scanner@example.nl")
+    confirm(client, deliver(services)[0])
+    path = link_in(deliver(services)[0], "/download/")
+    assert client.head(path).status_code == 200
+    assert count(services, Download) == 0
+
+
+def test_a_missing_pdf_gets_a_friendly_page_not_a_500(services, visitor, client, tmp_path):
+    import dataclasses
+
+    visitor.sign_up("pdf@example.nl")
+    confirm(client, deliver(services)[0])
+    path = link_in(deliver(services)[0], "/download/")
+    magnet = services.content.magnets["mini-guide"]
+    services.content.magnets["mini-guide"] = dataclasses.replace(magnet, file=tmp_path / "verdwenen.pdf")
+    response = client.get(path)
+    assert response.status_code == 503 and "Even niet bereikbaar" in response.get_data(as_text=True)
+
+
+def test_a_rolled_back_first_signup_does_not_break_the_next(services, visitor, clock):
+    from mailer.signup import Evidence, Signup
+
+    class Abort(Exception):
+        pass
+
+    try:
+        with services.db.transaction() as session:  # the very first signup stores the notice ...
+            services.funnel.subscribe(session, Signup("mini-guide", "eerste@example.nl", "E", False),
+                                      Evidence(None, None, "test"), clock.now())
+            raise Abort  # ... and then its transaction rolls back
+    except Abort:
+        pass
+    assert visitor.sign_up("tweede@example.nl").status_code == 303
+    with services.db.read_only() as session:
+        event = session.scalar(select(ConsentEvent))
+        assert session.get(ConsentNotice, event.notice_id) is not None

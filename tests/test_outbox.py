@@ -127,3 +127,41 @@ def visitor_on(clock):
     from conftest import Visitor
 
     return lambda services: Visitor(create_app(services=services).test_client(), clock)
+
+
+def test_one_row_that_cannot_be_built_fails_alone_and_the_batch_goes_on(make_services, database_url,
+                                                                         visitor_on, clock):
+    services = make_services(database_url)
+    visitor = visitor_on(services)
+    for name in ("a", "b", "c"):
+        visitor.sign_up(f"{name}@example.nl")
+    with services.db.transaction() as session:  # the operator removed this row's lead magnet
+        session.execute(Outbox.__table__.update().where(Outbox.recipient == "b@example.nl").values(magnet="weg"))
+    transport = MemoryTransport()
+    report = Sender(services, transport).dispatch()
+    assert (report.sent, report.failed) == (2, 1)
+    assert {r.recipient: r.status for r in rows(services)} == {
+        "a@example.nl": "sent", "b@example.nl": "failed", "c@example.nl": "sent"}
+    assert "KeyError" in [r for r in rows(services) if r.status == "failed"][0].last_error
+
+
+def test_a_worker_that_lost_its_lease_does_not_overwrite_the_result_of_the_worker_that_took_over(
+        make_services, database_url, visitor_on, clock):
+    from mailer.errors import DeliveryError
+
+    services = make_services(database_url)
+    visitor_on(services).sign_up("traag@example.nl")
+    fast = Sender(services, MemoryTransport(), worker="fast")
+
+    class StalledTransport(MemoryTransport):
+        """Hangs so long that the lease runs out and another worker sends; then fails."""
+
+        def send_messages(self, messages):
+            clock.advance(minutes=6)
+            assert fast.dispatch().sent == 1
+            raise DeliveryError(451, "too late")
+
+    Sender(services, StalledTransport(), worker="slow").dispatch()
+    [row] = rows(services)
+    assert row.status == "sent" and row.claimed_by is None
+    assert sorted((a.worker, a.outcome) for a in attempts(services)) == [("fast", "sent"), ("slow", "deferred")]

@@ -89,3 +89,24 @@ def test_the_command_line_reports_a_bad_setting_without_a_traceback(tmp_path):
     assert result.returncode == 1
     assert "Error: MAILER_SECRET_KEY is required" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_broken_generated_key_is_refused_with_the_way_out(tmp_path):
+    (tmp_path / "instance").mkdir()
+    (tmp_path / "instance" / "secret_key").write_text("\n")
+    with pytest.raises(SettingsError, match="MAILER_INSTANCE_PATH: .* holds no usable key"):
+        settings(tmp_path)
+
+
+def test_outside_the_embedded_default_the_base_url_is_required(tmp_path):
+    with pytest.raises(SettingsError, match="MAILER_BASE_URL is required"):
+        settings(tmp_path, MAILER_DATABASE_URL="postgresql://postgres@127.0.0.1/test",
+                 MAILER_SECRET_KEY="0123456789abcdef0123")
+
+
+def test_a_command_default_yields_to_dotenv_and_environment(tmp_path):
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("MAILER_BASE_URL=https://dotenv.example.nl\n")
+    loaded = Settings.from_env({"MAILER_INSTANCE_PATH": str(tmp_path / "i")}, dotenv=dotenv,
+                               defaults={"MAILER_BASE_URL": "http://127.0.0.1:9000"})
+    assert loaded.base_url == "https://dotenv.example.nl"

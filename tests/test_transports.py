@@ -108,3 +108,87 @@ class TestSMTP(TransportContract):
         with pytest.raises(DeliveryError) as caught:
             transport.send_messages([envelope(1)])
         assert caught.value.code is None
+
+
+# --- TLS and authentication, against aiosmtpd with a certificate made for the test ----------
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1 (openssl is part of every Debian system)."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl not available to make a test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(folder / "key.pem"),
+         "-out", str(folder / "cert.pem")],
+        check=True, capture_output=True, timeout=60,
+    )
+    return folder / "cert.pem", folder / "key.pem"
+
+
+def _server_context(certificate):
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    return context
+
+
+def _authenticator(server, session, envelope, mechanism, auth_data):
+    from aiosmtpd.smtp import AuthResult
+
+    ok = auth_data.login == b"relay-user" and auth_data.password == b"relay-pass"
+    return AuthResult(success=ok)
+
+
+def test_starttls_with_authentication_delivers(certificate):
+    from aiosmtpd.controller import Controller
+
+    from conftest import SMTPSink, free_port
+
+    port = free_port()
+    sink = SMTPSink("127.0.0.1", port)
+    controller = Controller(sink, hostname="127.0.0.1", port=port, tls_context=_server_context(certificate),
+                            require_starttls=True, authenticator=_authenticator, auth_require_tls=True)
+    controller.start()
+    try:
+        good = MailURL("smtp+starttls", host="127.0.0.1", port=port, username="relay-user",
+                       password="relay-pass", timeout=5, cafile=certificate[0])
+        assert make_transport(good).send_messages([envelope(1)]) == 1
+        assert len(sink.messages) == 1
+
+        untrusted = MailURL("smtp+starttls", host="127.0.0.1", port=port, timeout=5)
+        with pytest.raises(DeliveryError, match="CERTIFICATE_VERIFY_FAILED"):
+            make_transport(untrusted).send_messages([envelope(3)])
+    finally:
+        controller.stop()
+
+
+def test_implicit_tls_delivers(certificate):
+    import smtplib
+    import ssl
+
+    from aiosmtpd.controller import Controller
+
+    from conftest import SMTPSink, free_port
+
+    class TLSController(Controller):
+        def _trigger_server(self):  # the readiness probe must speak TLS and trust our certificate
+            context = ssl.create_default_context(cafile=str(certificate[0]))
+            with smtplib.SMTP_SSL(self.hostname, self.port, context=context, timeout=5) as probe:
+                probe.noop()
+
+    port = free_port()
+    sink = SMTPSink("127.0.0.1", port)
+    controller = TLSController(sink, hostname="127.0.0.1", port=port, ssl_context=_server_context(certificate))
+    controller.start()
+    try:
+        mail = MailURL("smtps", host="127.0.0.1", port=port, timeout=5, cafile=certificate[0])
+        assert make_transport(mail).send_messages([envelope(1), envelope(2)]) == 2
+        assert len(sink.messages) == 2
+    finally:
+        controller.stop()

@@ -29,14 +29,15 @@ class SMTPTransport:
 
     def _connect(self) -> smtplib.SMTP:
         mail = self.mail
+        context = ssl.create_default_context(cafile=mail.cafile)
         if mail.scheme == "smtps":
-            conn = smtplib.SMTP_SSL(mail.host, mail.port, timeout=mail.timeout, context=ssl.create_default_context())
+            conn = smtplib.SMTP_SSL(mail.host, mail.port, timeout=mail.timeout, context=context)
         else:
             conn = smtplib.SMTP(mail.host, mail.port, timeout=mail.timeout)
         try:
             conn.ehlo()
             if mail.scheme == "smtp+starttls":
-                conn.starttls(context=ssl.create_default_context())
+                conn.starttls(context=context)
                 conn.ehlo()
             if mail.username:
                 conn.login(mail.username, mail.password or "")

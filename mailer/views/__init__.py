@@ -6,7 +6,7 @@ import logging
 
 from flask import Flask, current_app, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from ..services import Services
@@ -20,6 +20,11 @@ def services() -> Services:
     return current_app.extensions["mailer"]
 
 
+def signup_limit() -> str:
+    """The per-IP rate limit shared by the forms that cause mail (one "signup" scope)."""
+    return services().settings.signup_rate_limit
+
+
 def register(app: Flask) -> None:
     from . import health, links, public
 
@@ -29,7 +34,7 @@ def register(app: Flask) -> None:
     app.register_error_handler(CSRFError, public.csrf_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(OperationalError, _database_unavailable)
-    app.register_error_handler(DBAPIError, _database_unavailable)
+    app.register_error_handler(InterfaceError, _database_unavailable)
     app.register_error_handler(Exception, _unexpected)
 
     @app.context_processor
@@ -39,10 +44,19 @@ def register(app: Flask) -> None:
     @app.after_request
     def _headers(response):
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")  # tokens live in our URLs
-        if not request.path.endswith("/embed"):
+        # Tokens live in our URLs: never send them to other sites. Same-origin (not no-referrer)
+        # because Flask-WTF refuses an HTTPS form post that arrives without a Referer.
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        if not _frameable():
             response.headers.setdefault("X-Frame-Options", "DENY")
         return response
+
+
+def _frameable() -> bool:
+    """Only the embeddable form, and the thanks page it leads to, may be shown in an iframe."""
+    if request.endpoint in ("public.embed", "public.embed_signup"):
+        return True
+    return request.endpoint == "public.thanks" and request.args.get("embed") == "1"
 
 
 MESSAGES = {

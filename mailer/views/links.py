@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, redirect, render_template, request, send_file, url_for
+from flask import Blueprint, current_app, redirect, render_template, request, send_file, url_for
 
 from ..errors import InvalidLink
 from ..extensions import csrf, limiter
@@ -10,8 +10,7 @@ from ..forms import NewLinkForm
 from ..links import CONFIRM_PREFIX, DOWNLOAD_PREFIX
 from ..signup import Evidence
 from ..tokens import CONFIRM, DOWNLOAD
-from . import services
-from .public import _signup_limit
+from . import error_page, services, signup_limit
 
 bp = Blueprint("links", __name__)
 
@@ -52,16 +51,21 @@ def download(token: str):
         link = svc.signer.read_lead_link(DOWNLOAD, token)
         magnet = _magnet_of(link)
         link.check_age(svc.clock.now(), magnet.link_max_age_seconds)
-        with svc.db.transaction() as session:
-            svc.funnel.record_download(session, link, svc.clock.now())
+        if request.method == "GET":  # a HEAD (a link checker, a mail scanner) is no download
+            with svc.db.transaction() as session:
+                svc.funnel.record_download(session, link, svc.clock.now())
     except InvalidLink as exc:
         return invalid_link(exc)
-    return send_file(magnet.file, mimetype="application/pdf", as_attachment=True,
-                     download_name=magnet.download_name, max_age=0)
+    try:
+        return send_file(magnet.file, mimetype="application/pdf", as_attachment=True,
+                         download_name=magnet.download_name, max_age=0)
+    except OSError:  # the operator moved the PDF away while we run
+        current_app.logger.error("lead magnet %s: cannot read %s", magnet.slug, magnet.file)
+        return error_page(503)
 
 
 @bp.post("/gids/<slug>/nieuwe-link")
-@limiter.limit(_signup_limit, scope="signup")
+@limiter.limit(signup_limit, scope="signup")
 def new_link(slug: str):
     svc = services()
     magnet = svc.content.magnets.get(slug) or svc.content.default_magnet

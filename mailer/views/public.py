@@ -8,16 +8,12 @@ from ..errors import InvalidLink
 from ..extensions import csrf, limiter
 from ..forms import SignupForm
 from ..signup import Evidence, Signup
-from . import services
+from . import services, signup_limit
 
 bp = Blueprint("public", __name__)
 
 TOO_FAST = "Dat ging wel erg snel. Controleer je gegevens en klik nog een keer op de knop."
 SESSION_EXPIRED = "Het formulier was verlopen. Controleer je gegevens en klik nog een keer op de knop."
-
-
-def _signup_limit() -> str:
-    return services().settings.signup_rate_limit
 
 
 def _magnet(slug: str):
@@ -43,7 +39,7 @@ def embed(slug: str):
 
 
 @bp.post("/gids/<slug>")
-@limiter.limit(_signup_limit, scope="signup")
+@limiter.limit(signup_limit, scope="signup")
 def signup(slug: str):
     return _submit(_magnet(slug), embed=False)
 
@@ -54,7 +50,7 @@ def signup(slug: str):
 # timestamp (not tied to a session), the honeypot and the rate limit guard this form, and
 # double opt-in means a forged post can at most cause one confirmation mail.
 @csrf.exempt
-@limiter.limit(_signup_limit, scope="signup")
+@limiter.limit(signup_limit, scope="signup")
 def embed_signup(slug: str):
     return _submit(_magnet(slug), embed=True)
 
@@ -85,8 +81,9 @@ def _submit(magnet, embed: bool):
         # A bot filled the honeypot: it sees success, we store nothing.
         current_app.logger.info("honeypot filled on %s; ignored", magnet.slug)
         return redirect(thanks_url, code=303)
-    if _too_fast(form.started.data):
-        return _show_form(magnet, form, embed, message=TOO_FAST, status=400)
+    problem = _timing_problem(form.started.data)
+    if problem:
+        return _show_form(magnet, form, embed, message=problem, status=400)
     svc = services()
     signup = Signup(
         magnet=magnet.slug, email=form.email.normalised,
@@ -101,13 +98,14 @@ def _submit(magnet, embed: bool):
     return redirect(thanks_url, code=303)
 
 
-def _too_fast(started: str | None) -> bool:
-    """True when the form came back sooner than a person can fill it in (or without its timestamp)."""
+def _timing_problem(started: str | None) -> str | None:
+    """What to tell a visitor whose form came back too soon (bots are fast), or too late or
+    without its signed timestamp; None when the timing is a person's."""
     try:
         age = services().signer.form_age(started or "")
     except InvalidLink:
-        return True
-    return age < services().settings.form_min_seconds
+        return SESSION_EXPIRED
+    return TOO_FAST if age < services().settings.form_min_seconds else None
 
 
 def csrf_error(exc):
