@@ -66,7 +66,7 @@ def serve(host: str, port: int, threads: int) -> None:
         upgrade(services.settings.database_url)
     app = create_app(services=services)
     server = waitress.create_server(app, host=host, port=port, threads=threads, ident="mailer")
-    scheduler = _start_background_work(services)
+    background = _Background(services)
     signal.signal(signal.SIGTERM, _exit_cleanly)
     settings = services.settings
     where = settings.mail.path if settings.mail.scheme == "file" else settings.mail.scheme
@@ -76,9 +76,8 @@ def serve(host: str, port: int, threads: int) -> None:
     except KeyboardInterrupt:
         pass
     finally:
-        log.info("stopping: finishing the mail in flight")
         server.close()
-        scheduler.shutdown(wait=True)
+        background.stop()
 
 
 @main.command(help="Run the scheduler and the sender without the web part (safe to run several).\n\n"
@@ -86,14 +85,13 @@ def serve(host: str, port: int, threads: int) -> None:
 def worker() -> None:
     _logging()
     services = _services()
-    scheduler = _start_background_work(services)
+    background = _Background(services)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    log.info("worker started; SIGTERM stops it")
+    log.info("worker %s started; SIGTERM stops it", background.sender.worker)
     stop.wait()
-    log.info("stopping: finishing the mail in flight")
-    scheduler.shutdown(wait=True)
+    background.stop()
 
 
 @main.command(help="One synchronous pass of all periodic work, as of --now, printing what it did.\n\n"
@@ -114,13 +112,22 @@ def _exit_cleanly(*_) -> None:
     raise SystemExit(0)  # unwinds serve()'s finally: the scheduler finishes its current pass
 
 
-def _start_background_work(services):
-    from .outbox import Sender
-    from .scheduler import build_scheduler, periodic_jobs
+class _Background:
+    """The scheduler and the sender it drives, stopped together."""
 
-    scheduler = build_scheduler(periodic_jobs(services, Sender(services, services.transport())))
-    scheduler.start()
-    return scheduler
+    def __init__(self, services):
+        from .outbox import Sender
+        from .scheduler import build_scheduler, periodic_jobs
+
+        self.sender = Sender(services, services.transport())
+        self.scheduler = build_scheduler(periodic_jobs(services, self.sender))
+        self.scheduler.start()
+
+    def stop(self) -> None:
+        log.info("stopping: finishing the mail in flight, giving the rest of the claim back")
+        self.sender.stop()
+        self.scheduler.shutdown(wait=True)
+
 
 
 def _parse_time(value: str) -> datetime:

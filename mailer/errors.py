@@ -27,9 +27,12 @@ class DeliveryError(MailerError):
 
     ``code`` is the SMTP reply code when the server answered (None for a broken
     connection or timeout); ``text`` is the server's text or the exception.
+    ``unknown`` is True when the connection broke after the message data was sent and
+    before the server's answer: the message may or may not have been accepted.
     """
 
-    def __init__(self, code: int | None, text: str):
+    def __init__(self, code: int | None, text: str, unknown: bool = False):
         super().__init__(f"{code or 'no reply'}: {text}")
         self.code = code
         self.text = text
+        self.unknown = unknown

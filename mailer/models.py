@@ -42,9 +42,10 @@ class Base(DeclarativeBase):
 
 class LeadStatus(enum.StrEnum):
     """pending -> confirmed: the visitor pressed the button of the confirmation mail.
-    unsubscribed | undeliverable -> confirmed: only through a confirmation link sent after a
-    new signup (Funnel.confirm refuses older links). An undeliverable address is sent nothing,
-    an unsubscribed one only the confirmation a new signup asks for."""
+    any -> undeliverable: the receiving server refused the mailbox (5.1.x); its queued mail
+    is cancelled. unsubscribed | undeliverable -> confirmed: only through a confirmation link
+    sent after a new signup (Funnel.confirm refuses older links). An undeliverable address is
+    sent nothing, an unsubscribed one only the confirmation a new signup asks for."""
 
     PENDING = "pending"
     CONFIRMED = "confirmed"
@@ -56,13 +57,18 @@ class OutboxStatus(enum.StrEnum):
     """queued -> sending: claimed by a worker, with a lease in claimed_until.
     sending -> sent | deferred (a temporary failure, retried at next_attempt_at) | failed.
     deferred -> sending, when next_attempt_at comes.
-    sending -> sending: claimed again by another worker once the lease ran out (its worker died)."""
+    sending -> sending: claimed again by another worker once the lease ran out (its worker died).
+    sending -> queued | deferred: released unsent by a worker that was asked to stop.
+    sending | queued | deferred -> cancelled: the mail lost its purpose (its confirmation link
+    would be dead, or its address proved undeliverable).
+    failed | cancelled -> queued: an operator's `mailer outbox retry`."""
 
     QUEUED = "queued"
     SENDING = "sending"
     SENT = "sent"
     DEFERRED = "deferred"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class MailKind(enum.StrEnum):
@@ -71,6 +77,7 @@ class MailKind(enum.StrEnum):
 
 
 TRANSACTIONAL_PRIORITY = 0  # lower is sent first
+MARKETING_PRIORITY = 10  # this and above: held back while marketing is paused
 
 
 class Lead(Base):
@@ -158,6 +165,8 @@ class Outbox(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(100))
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
+    # Attempts whose outcome is unknown (the connection broke after the data was sent).
+    unknown_outcomes: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class DeliveryAttempt(Base):
@@ -172,3 +181,13 @@ class DeliveryAttempt(Base):
     code: Mapped[int | None] = mapped_column(Integer)
     reply: Mapped[str] = mapped_column(Text)
     outcome: Mapped[str] = mapped_column(String(20))
+
+
+class Pause(Base):
+    """A kind of sending held back until an operator looks: `mailer outbox resume`."""
+
+    __tablename__ = "pauses"
+
+    scope: Mapped[str] = mapped_column(String(30), primary_key=True)  # "marketing"
+    reason: Mapped[str] = mapped_column(Text)
+    since: Mapped[datetime] = mapped_column(UTCDateTime)

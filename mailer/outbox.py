@@ -10,23 +10,25 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import make_msgid
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from . import queries, retry
 from .errors import DeliveryError
-from .models import DeliveryAttempt, Lead, Outbox, OutboxStatus, TRANSACTIONAL_PRIORITY
+from .models import (
+    MARKETING_PRIORITY, TRANSACTIONAL_PRIORITY, DeliveryAttempt, Lead, MailKind, Outbox, OutboxStatus,
+)
 from .rendering import Recipient, build_message, envelope_sender
 from .transports import Envelope, Transport
 
 log = logging.getLogger("mailer.outbox")
-
-LEASE = timedelta(minutes=5)
-
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -46,23 +48,28 @@ class DispatchReport:
     sent: int = 0
     deferred: int = 0
     failed: int = 0
+    cancelled: int = 0
+    released: int = 0
     errors: list[str] = field(default_factory=list)
 
     @property
     def handled(self) -> int:
-        return self.sent + self.deferred + self.failed
+        return self.sent + self.deferred + self.failed + self.cancelled
 
     def count(self, status: OutboxStatus, error: str) -> None:
         """Count one outcome; keep the error line of anything not sent."""
-        setattr(self, status.value, getattr(self, status.value) + 1)  # sent, deferred or failed
+        setattr(self, status.value, getattr(self, status.value) + 1)  # sent, deferred, failed, cancelled
         if status is not OutboxStatus.SENT:
             self.errors.append(error)
 
     def add(self, other: "DispatchReport") -> None:
-        self.sent += other.sent
-        self.deferred += other.deferred
-        self.failed += other.failed
+        for name in ("sent", "deferred", "failed", "cancelled", "released"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
         self.errors += other.errors
+
+    def line(self) -> str:
+        return (f"sent {self.sent}, deferred {self.deferred}, failed {self.failed}, "
+                f"cancelled {self.cancelled}")
 
 
 @dataclass(frozen=True)
@@ -71,9 +78,16 @@ class _Work:
     kind: str
     magnet: str
     message_id: str
+    priority: int
     attempts: int
+    unknown_outcomes: int
     created_at: datetime
     recipient: Recipient
+
+
+# Waits between tries to record a result while the database is unreachable (a restart): the
+# message went out, so the result must not be lost; ~60 s in all, well inside the lease.
+RECORD_RETRY_DELAYS = (0.5, 1, 2, 4, 8, 15, 30)
 
 
 class Sender:
@@ -83,18 +97,29 @@ class Sender:
         self.services = services
         self.transport = transport
         self.worker = worker or worker_name()
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        """Finish the message in flight, give the rest of the claim back, claim nothing more."""
+        self._stopping.set()
+
+    @property
+    def lease(self) -> timedelta:
+        return timedelta(seconds=self.services.settings.lease_seconds)
 
     def dispatch(self, limit: int | None = None) -> DispatchReport:
         """Claim one batch of due rows and deliver it; return what happened."""
+        report = DispatchReport()
+        if self._stopping.is_set():
+            return report
         services = self.services
         now = services.clock.now()
         with services.db.transaction() as session:
             ids = queries.claim_due(
-                session, now=now, lease_until=now + LEASE, worker=self.worker,
+                session, now=now, lease_until=now + self.lease, worker=self.worker,
                 limit=limit or services.settings.send_batch_size,
             )
             work = self._load(session, ids) if ids else []
-        report = DispatchReport()
         if not work:
             return report
         try:
@@ -104,29 +129,33 @@ class Sender:
                 self._record_failure(item, exc, report)
             return report
         try:
-            for item in work:
+            for position, item in enumerate(work):
+                if self._stopping.is_set():
+                    self._release(work[position:], report)
+                    break
                 self._deliver(item, report)
         finally:
             self.transport.close()
         return report
 
     def dispatch_all(self) -> DispatchReport:
-        """Dispatch batches until nothing is due (used by `mailer tick`)."""
+        """Dispatch batches until nothing is due (used by the scheduler and `mailer tick`)."""
         total = DispatchReport()
         while True:
             report = self.dispatch()
             total.add(report)
-            if report.handled == 0:
+            if report.handled == 0 or self._stopping.is_set():
                 return total
 
     def _load(self, session: Session, ids: list[int]) -> list[_Work]:
         rows = session.execute(
-            select(Outbox, Lead.first_name).join(Lead, Lead.id == Outbox.lead_id).where(Outbox.id.in_(ids))
+            select(Outbox, Lead.first_name).join(Lead, Lead.id == Outbox.lead_id)
+            .where(Outbox.id.in_(ids)).order_by(Outbox.priority, Outbox.next_attempt_at, Outbox.id)
         )
         return [
             _Work(
-                id=row.id, kind=row.kind, magnet=row.magnet, message_id=row.message_id,
-                attempts=row.attempts, created_at=row.created_at,
+                id=row.id, kind=row.kind, magnet=row.magnet, message_id=row.message_id, priority=row.priority,
+                attempts=row.attempts, unknown_outcomes=row.unknown_outcomes, created_at=row.created_at,
                 recipient=Recipient(row.lead_id, row.recipient, first_name),
             )
             for row, first_name in rows
@@ -134,6 +163,10 @@ class Sender:
 
     def _deliver(self, item: _Work, report: DispatchReport) -> None:
         services = self.services
+        expired = self._purpose_expired(item)
+        if expired:
+            self._record(item, OutboxStatus.CANCELLED, None, expired, report, attempted=False)
+            return
         sender = services.settings.mail_from
         try:
             mail = services.renderer.render(item.kind, item.recipient, item.magnet)
@@ -154,15 +187,30 @@ class Sender:
         if services.settings.log_mail:
             log.info("mail to %s: %s\n\n%s", item.recipient.email, mail.subject, mail.text)
 
+    def _purpose_expired(self, item: _Work) -> str:
+        """Why this mail should no longer go out, or "": a confirmation that arrives after its
+        link would have expired only confuses (the visitor can ask again)."""
+        max_age = timedelta(days=self.services.settings.confirm_max_age_days)
+        if item.kind == MailKind.CONFIRM and self.services.clock.now() - item.created_at > max_age:
+            return f"not sent: a confirmation older than its link's {max_age.days} days"
+        return ""
+
     def _record_failure(self, item: _Work, exc: DeliveryError, report: DispatchReport) -> None:
-        now = self.services.clock.now()
-        decision = retry.decide(exc.code, item.attempts + 1, item.created_at, now, retry.TRANSACTIONAL)
+        settings = self.services.settings
+        policy = settings.retry_transactional if item.priority < MARKETING_PRIORITY else settings.retry_marketing
+        decision = retry.decide(
+            exc.code, exc.text, attempts=item.attempts + 1, unknown_before=item.unknown_outcomes,
+            unknown=exc.unknown, queued_at=item.created_at, now=self.services.clock.now(), policy=policy,
+        )
         status = OutboxStatus.FAILED if decision.gives_up else OutboxStatus.DEFERRED
+        reply = f"{exc.text} ({decision.reason})" if decision.reason else exc.text
         log.warning("outbox row %s to %s: %s (%s)", item.id, item.recipient.email, exc, status.value)
-        self._record(item, status, exc.code, exc.text, report, retry_at=decision.retry_at)
+        self._record(item, status, exc.code, reply, report, retry_at=decision.retry_at,
+                     blame=decision.blame, unknown=exc.unknown)
 
     def _record(self, item: _Work, status: OutboxStatus, code: int | None, reply: str,
-                report: DispatchReport, retry_at: datetime | None = None) -> None:
+                report: DispatchReport, *, retry_at: datetime | None = None, blame: retry.Blame | None = None,
+                unknown: bool = False, attempted: bool = True) -> None:
         """Write one attempt and its outcome in one transaction, and extend the lease on the rest.
 
         The outcome is written only while the row is still ours: if our lease ran out and
@@ -170,23 +218,54 @@ class Sender:
         """
         now = self.services.clock.now()
         values = {
-            "status": status.value, "attempts": item.attempts + 1,
+            "status": status.value, "attempts": item.attempts + int(attempted),
             "claimed_until": None, "claimed_by": None,
-            "last_error": None if status is OutboxStatus.SENT else reply,
+            "last_error": None if status is OutboxStatus.SENT else reply[:2000],
         }
         if status is OutboxStatus.SENT:
             values["sent_at"] = now
         if retry_at is not None:
             values["next_attempt_at"] = retry_at
-        with self.services.db.transaction() as session:
+        if unknown:
+            values["unknown_outcomes"] = item.unknown_outcomes + 1
+
+        def write(session: Session) -> None:
             session.execute(update(Outbox).where(*self._still_mine(item.id)).values(**values))
             # The rest of this batch waits behind this message: keep its lease from running out.
-            session.execute(update(Outbox).where(*self._still_mine()).values(claimed_until=now + LEASE))
-            session.add(DeliveryAttempt(
-                outbox_id=item.id, at=now, worker=self.worker, code=code, reply=reply[:2000],
-                outcome=status.value,
-            ))
+            session.execute(update(Outbox).where(*self._still_mine()).values(claimed_until=now + self.lease))
+            if attempted:
+                session.add(DeliveryAttempt(
+                    outbox_id=item.id, at=now, worker=self.worker, code=code, reply=reply[:2000],
+                    outcome="unknown" if unknown else status.value,
+                ))
+            if blame is retry.Blame.RECIPIENT:
+                queries.mark_undeliverable(session, lead_id=item.recipient.lead_id, reply=reply, now=now)
+            elif blame is retry.Blame.SENDER:
+                queries.pause_marketing(session, reason=f"{code} {reply}", now=now)
+
+        self._write(write)
         report.count(status, f"{item.recipient.email}: {code or '-'} {reply}")
+        if blame is retry.Blame.SENDER:
+            log.error("marketing mail paused: the relay refused us (%s %s); `mailer outbox resume` "
+                      "when the cause is fixed", code, reply)
+
+    def _write(self, write) -> None:
+        """Run `write` in a transaction, waiting out a database restart rather than losing a result."""
+        for delay in (*RECORD_RETRY_DELAYS, None):
+            try:
+                with self.services.db.transaction() as session:
+                    write(session)
+                return
+            except (OperationalError, InterfaceError) as exc:
+                if delay is None:
+                    raise
+                log.warning("cannot record a delivery result (%s); retrying in %s s", type(exc).__name__, delay)
+                time.sleep(delay)
+
+    def _release(self, items: list[_Work], report: DispatchReport) -> None:
+        ids = [item.id for item in items]
+        with self.services.db.transaction() as session:
+            report.released += queries.release(session, ids, self.worker)
 
     def _still_mine(self, row_id: int | None = None) -> tuple:
         conditions = (Outbox.claimed_by == self.worker, Outbox.status == OutboxStatus.SENDING)

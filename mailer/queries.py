@@ -5,13 +5,18 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, select, text
+from sqlalchemy import bindparam, case, func, select, text, update
 from sqlalchemy.orm import Session
 
-from .models import Outbox, UTCDateTime
+from .models import MARKETING_PRIORITY, Lead, LeadStatus, Outbox, OutboxStatus, Pause, UTCDateTime
+
+MARKETING = "marketing"  # the one pause scope
+NO_PRIORITY_LIMIT = 1_000_000
 
 # Claim due rows for one worker in one statement. A row is due when it is queued or deferred
 # and its time has come, or when it is 'sending' under a lease that ran out (its worker died).
+# Rows of priority :max_priority and above are left alone (marketing, while it is paused);
+# lower priority goes first, so transactional mail overtakes a marketing backlog.
 # PostgreSQL: FOR UPDATE SKIP LOCKED lets several workers claim side by side without waiting
 # on each other or taking the same row. SQLite has no row locks; the caller's transaction
 # began with BEGIN IMMEDIATE (see db.py), so the whole statement runs under the write lock.
@@ -19,8 +24,9 @@ _CLAIM = """
 UPDATE outbox SET status = 'sending', claimed_until = :lease, claimed_by = :worker
 WHERE id IN (
     SELECT id FROM outbox
-    WHERE (status IN ('queued', 'deferred') AND next_attempt_at <= :now)
-       OR (status = 'sending' AND claimed_until < :now)
+    WHERE ((status IN ('queued', 'deferred') AND next_attempt_at <= :now)
+           OR (status = 'sending' AND claimed_until < :now))
+      AND priority < :max_priority
     ORDER BY priority, next_attempt_at
     LIMIT :limit
     {lock}
@@ -36,10 +42,51 @@ CLAIM_SQLITE = text(_CLAIM.format(lock="")).bindparams(
 
 
 def claim_due(session: Session, *, now: datetime, lease_until: datetime, worker: str, limit: int) -> list[int]:
-    """Mark up to `limit` due rows as 'sending' for this worker; return their ids."""
+    """Mark up to `limit` due rows as 'sending' for this worker; return their ids, most urgent first."""
     statement = CLAIM_POSTGRES if session.bind.dialect.name == "postgresql" else CLAIM_SQLITE
-    rows = session.execute(statement, {"now": now, "lease": lease_until, "worker": worker, "limit": limit})
-    return sorted(row.id for row in rows)
+    paused = session.get(Pause, MARKETING) is not None
+    rows = session.execute(statement, {
+        "now": now, "lease": lease_until, "worker": worker, "limit": limit,
+        "max_priority": MARKETING_PRIORITY if paused else NO_PRIORITY_LIMIT,
+    })
+    return [row.id for row in rows]
+
+
+def release(session: Session, ids: list[int], worker: str) -> int:
+    """Give claimed rows back unsent (a stopping worker): due again at once, for anyone."""
+    result = session.execute(
+        update(Outbox)
+        .where(Outbox.id.in_(ids), Outbox.claimed_by == worker, Outbox.status == OutboxStatus.SENDING)
+        .values(
+            status=case((Outbox.attempts == 0, OutboxStatus.QUEUED.value), else_=OutboxStatus.DEFERRED.value),
+            claimed_by=None, claimed_until=None,
+        )
+    )
+    return result.rowcount
+
+
+def mark_undeliverable(session: Session, *, lead_id: int, reply: str, now: datetime) -> None:
+    """The mailbox does not exist: the lead gets nothing more, its waiting mail is cancelled."""
+    session.execute(update(Lead).where(Lead.id == lead_id)
+                    .values(status=LeadStatus.UNDELIVERABLE.value, updated_at=now))
+    session.execute(
+        update(Outbox)
+        .where(Outbox.lead_id == lead_id, Outbox.status.in_([OutboxStatus.QUEUED, OutboxStatus.DEFERRED]))
+        .values(status=OutboxStatus.CANCELLED.value, last_error=f"address undeliverable: {reply}"[:2000])
+    )
+
+
+def pause_marketing(session: Session, *, reason: str, now: datetime) -> None:
+    if session.get(Pause, MARKETING) is None:
+        session.add(Pause(scope=MARKETING, reason=reason[:2000], since=now))
+
+
+def resume_marketing(session: Session) -> bool:
+    """Lift the marketing pause; return whether there was one."""
+    pause = session.get(Pause, MARKETING)
+    if pause is not None:
+        session.delete(pause)
+    return pause is not None
 
 
 # The signup hot path: three INSERTs (lead, consent event, outbox row) in the visitor's
@@ -62,8 +109,8 @@ VALUES (:lead_id, :kind, :now, :magnet, :marketing, :ip, :user_agent, :form, :no
 """
 _INSERT_OUTBOX = """
 INSERT INTO outbox (kind, lead_id, recipient, magnet, message_id, priority, status,
-                    attempts, created_at, next_attempt_at)
-VALUES (:kind, :lead_id, :recipient, :magnet, :message_id, :priority, 'queued', 0, :now, :now)
+                    attempts, unknown_outcomes, created_at, next_attempt_at)
+VALUES (:kind, :lead_id, :recipient, :magnet, :message_id, :priority, 'queued', 0, 0, :now, :now)
 """
 
 

@@ -30,8 +30,7 @@ def periodic_jobs(services, sender: Sender) -> list[PeriodicJob]:
         report = sender.dispatch_all()
         if report.handled == 0:
             return ""
-        line = f"sent {report.sent}, deferred {report.deferred}, failed {report.failed}"
-        return "\n  ".join([line, *report.errors])
+        return "\n  ".join([report.line(), *report.errors])
 
     return [PeriodicJob("dispatch-outbox", services.settings.dispatch_interval, dispatch_outbox)]
 

@@ -19,6 +19,7 @@ from email.utils import parseaddr
 from limits import parse_many
 
 from .errors import SettingsError
+from .retry import MARKETING, TRANSACTIONAL, RetryPolicy, parse_policy
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MAIL_SCHEMES = ("smtp", "smtp+starttls", "smtps", "file", "console", "memory")
@@ -60,6 +61,9 @@ class Settings:
     send_batch_size: int = 100
     proxy_count: int = 0
     log_mail: bool = False
+    retry_transactional: RetryPolicy = parse_policy("MAILER_RETRY_TRANSACTIONAL", TRANSACTIONAL)
+    retry_marketing: RetryPolicy = parse_policy("MAILER_RETRY_MARKETING", MARKETING)
+    lease_seconds: int = 300
 
     @property
     def embedded(self) -> bool:
@@ -111,6 +115,10 @@ def _build(env: dict[str, str]) -> Settings:
         send_batch_size=_number("MAILER_SEND_BATCH_SIZE", env, 100, int, minimum=1),
         proxy_count=_number("MAILER_PROXY_COUNT", env, 0, int, minimum=0),
         log_mail=_flag("MAILER_LOG_MAIL", env, default=mail.scheme in ("file", "console")),
+        retry_transactional=parse_policy(
+            "MAILER_RETRY_TRANSACTIONAL", env.get("MAILER_RETRY_TRANSACTIONAL") or TRANSACTIONAL),
+        retry_marketing=parse_policy("MAILER_RETRY_MARKETING", env.get("MAILER_RETRY_MARKETING") or MARKETING),
+        lease_seconds=_number("MAILER_LEASE_SECONDS", env, 300, int, minimum=10),
     )
 
 

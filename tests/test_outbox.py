@@ -15,16 +15,47 @@ from mailer.transports.memory import MemoryTransport
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
 
 
-@pytest.mark.parametrize("code, attempts, age, expected", [
-    (550, 1, timedelta(0), None),                        # permanent
-    (421, 1, timedelta(0), timedelta(seconds=30)),       # temporary: soon
-    (None, 3, timedelta(0), timedelta(minutes=10)),      # broken connection: later
-    (451, 9, timedelta(hours=1), timedelta(hours=1)),    # the last delay repeats
-    (451, 9, timedelta(days=2), None),                   # too old: give up
+POLICY = retry.parse_policy("MAILER_RETRY_TRANSACTIONAL", retry.TRANSACTIONAL)
+
+
+@pytest.mark.parametrize("code, text, attempts, age, expected, blame", [
+    (550, "5.1.1 User unknown", 1, timedelta(0), None, retry.Blame.RECIPIENT),
+    (550, "5.1.10 Null MX", 1, timedelta(0), None, retry.Blame.RECIPIENT),
+    (553, "5.1.7 Bad sender address syntax", 1, timedelta(0), None, None),  # about us, not them
+    (554, "5.7.1 Sender address rejected: SPF fail", 1, timedelta(0), None, retry.Blame.SENDER),
+    (552, "5.3.4 Message too big", 1, timedelta(0), None, None),           # permanent, nobody's mailbox
+    (550, "Mailbox unavailable", 1, timedelta(0), None, None),             # no enhanced code: no blame
+    (421, "4.3.2 Try later", 1, timedelta(0), timedelta(seconds=30), None),
+    (None, "timeout", 3, timedelta(0), timedelta(minutes=10), None),
+    (451, "4.3.0", 9, timedelta(hours=1), timedelta(hours=1), None),       # the last delay repeats
+    (451, "4.3.0", 9, timedelta(days=2), None, None),                      # too old: give up
 ])
-def test_retry_policy(code, attempts, age, expected):
-    decision = retry.decide(code, attempts, T0 - age, T0, retry.TRANSACTIONAL)
+def test_retry_policy(code, text, attempts, age, expected, blame):
+    decision = retry.decide(code, text, attempts=attempts, unknown_before=0, unknown=False,
+                            queued_at=T0 - age, now=T0, policy=POLICY)
     assert decision.retry_at == (None if expected is None else T0 + expected)
+    assert decision.blame == blame
+
+
+def test_an_unknown_outcome_is_retried_once_then_given_up():
+    first = retry.decide(None, "reset", attempts=1, unknown_before=0, unknown=True, queued_at=T0, now=T0,
+                         policy=POLICY)
+    second = retry.decide(None, "reset", attempts=2, unknown_before=1, unknown=True, queued_at=T0, now=T0,
+                          policy=POLICY)
+    assert first.retry_at is not None and second.gives_up
+
+
+def test_marketing_mail_retries_more_gently_than_transactional_mail():
+    marketing = retry.parse_policy("MAILER_RETRY_MARKETING", retry.MARKETING)
+    assert marketing.delays[0] > POLICY.delays[0] and marketing.give_up_after > POLICY.give_up_after
+
+
+@pytest.mark.parametrize("value", ["", "30s", "30s/", "x/2d", "0s/1d", "30s,2q/1d"])
+def test_a_bad_retry_setting_names_its_variable(value):
+    from mailer.errors import SettingsError
+
+    with pytest.raises(SettingsError, match="MAILER_RETRY_MARKETING must look like"):
+        retry.parse_policy("MAILER_RETRY_MARKETING", value)
 
 
 def rows(services):
@@ -165,3 +196,89 @@ def test_a_worker_that_lost_its_lease_does_not_overwrite_the_result_of_the_worke
     [row] = rows(services)
     assert row.status == "sent" and row.claimed_by is None
     assert sorted((a.worker, a.outcome) for a in attempts(services)) == [("fast", "sent"), ("slow", "deferred")]
+
+
+def lead_status(services, email):
+    from mailer.models import Lead
+
+    with services.db.read_only() as session:
+        return session.scalar(select(Lead.status).where(Lead.email == email))
+
+
+def test_an_unknown_mailbox_makes_the_lead_undeliverable_and_cancels_its_other_mail(
+        make_services, database_url, smtp_server, visitor_on, clock):
+    services = make_services(database_url, MAILER_MAIL_URL=smtp_server.url)
+    visitor = visitor_on(services)
+    visitor.sign_up("weg@example.nl")
+    clock.advance(minutes=1)
+    visitor.sign_up("weg@example.nl")  # a second confirmation waits behind the first
+    smtp_server.replies["weg@example.nl"] = "550 5.1.1 <weg@example.nl>: Recipient address rejected"
+    report = Sender(services, services.transport()).dispatch(limit=1)
+
+    assert report.failed == 1
+    assert lead_status(services, "weg@example.nl") == "undeliverable"
+    assert [r.status for r in rows(services)] == ["failed", "cancelled"]
+    assert "address undeliverable" in rows(services)[1].last_error
+    visitor.sign_up("weg@example.nl")  # the form answers as always, and queues nothing
+    assert Sender(services, services.transport()).dispatch().handled == 0
+
+
+def test_a_policy_refusal_about_the_sender_spares_the_recipient_and_pauses_marketing(
+        make_services, database_url, smtp_server, visitor_on, clock):
+    from mailer import queries
+    from mailer.models import MARKETING_PRIORITY, Pause
+
+    services = make_services(database_url, MAILER_MAIL_URL=smtp_server.url)
+    visitor = visitor_on(services)
+    visitor.sign_up("streng@example.nl")
+    smtp_server.replies["streng@example.nl"] = "550 5.7.1 Sender address rejected: SPF check failed"
+    assert Sender(services, services.transport()).dispatch().failed == 1
+    assert lead_status(services, "streng@example.nl") == "pending"
+    with services.db.read_only() as session:
+        assert "5.7.1" in session.get(Pause, "marketing").reason
+
+    # While paused, marketing rows wait and transactional mail still goes out.
+    visitor.sign_up("nieuw@example.nl")
+    visitor.sign_up("reclame@example.nl")
+    with services.db.transaction() as session:
+        session.execute(Outbox.__table__.update().where(Outbox.recipient == "reclame@example.nl")
+                        .values(priority=MARKETING_PRIORITY))
+    assert Sender(services, services.transport()).dispatch().sent == 1
+    assert {r.recipient: r.status for r in rows(services)}["reclame@example.nl"] == "queued"
+    with services.db.transaction() as session:
+        queries.resume_marketing(session)
+    assert Sender(services, services.transport()).dispatch().sent == 1
+
+
+def test_a_confirmation_that_would_arrive_after_its_link_expired_is_cancelled(
+        make_services, database_url, visitor_on, clock):
+    services = make_services(database_url)
+    visitor_on(services).sign_up("lang-weg@example.nl")
+    clock.advance(days=8)
+    transport = MemoryTransport()
+    report = Sender(services, transport).dispatch()
+    assert report.cancelled == 1 and transport.outbox == []
+    [row] = rows(services)
+    assert row.status == "cancelled" and "older than its link" in row.last_error
+    assert attempts(services) == []  # nothing was attempted
+
+
+def test_a_stopping_sender_finishes_the_message_in_flight_and_gives_the_rest_back(
+        make_services, database_url, visitor_on, clock):
+    services = make_services(database_url)
+    visitor = visitor_on(services)
+    for n in range(4):
+        visitor.sign_up(f"stop{n}@example.nl")
+
+    class StopAfterFirst(MemoryTransport):
+        def send_messages(self, messages):
+            sent = super().send_messages(messages)
+            sender.stop()  # SIGTERM arrives while the first message is in flight
+            return sent
+
+    sender = Sender(services, StopAfterFirst(), worker="leaving")
+    report = sender.dispatch()
+    assert (report.sent, report.released) == (1, 3)
+    assert sorted(r.status for r in rows(services)) == ["queued", "queued", "queued", "sent"]
+    assert all(r.claimed_by is None for r in rows(services))
+    assert Sender(services, MemoryTransport()).dispatch().sent == 3  # another worker takes them at once

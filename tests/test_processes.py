@@ -146,7 +146,7 @@ def test_tick_runs_the_periodic_work_once_and_says_what_it_did(tmp_path, make_se
     result = subprocess.run([str(BIN / "mailer"), "tick", "--now", later], env=env, cwd=tmp_path,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert "dispatch-outbox: sent 1, deferred 0, failed 0" in result.stdout
+    assert "dispatch-outbox: sent 1, deferred 0, failed 0, cancelled 0" in result.stdout
     assert len(list((tmp_path / "out").glob("*.eml"))) == 1
 
     earlier = subprocess.run([str(BIN / "mailer"), "tick", "--now", "yesterday"], env=env, cwd=tmp_path,

@@ -67,19 +67,38 @@ class SMTPTransport:
         return len(messages)
 
     def _send(self, envelope: Envelope) -> None:
-        assert self.connection is not None
+        """MAIL, RCPT, DATA step by step (not sendmail()), to know when an outcome is unknown."""
+        conn = self.connection
+        assert conn is not None
         try:
-            refused = self.connection.sendmail(envelope.sender, list(envelope.recipients), envelope.data)
-        except smtplib.SMTPRecipientsRefused as exc:
-            code, text = next(iter(exc.recipients.values()))
-            raise DeliveryError(code, _text(text)) from exc
+            self._expect(conn.mail(envelope.sender), (250,))
+            for recipient in envelope.recipients:
+                self._expect(conn.rcpt(recipient), (250, 251))
         except (smtplib.SMTPException, OSError) as exc:
-            # The connection may be unusable now; the next message gets a fresh one.
-            self._drop()
+            self._drop()  # the connection may be unusable now; the next message gets a fresh one
             raise _delivery_error(exc) from exc
-        if refused:
-            code, text = next(iter(refused.values()))
+        try:
+            conn.data(envelope.data)
+        except smtplib.SMTPResponseException as exc:
+            self._reset()
+            raise DeliveryError(exc.smtp_code, _text(exc.smtp_error)) from exc
+        except (smtplib.SMTPException, OSError) as exc:
+            # The data went out and the answer never came: the server may have taken it.
+            self._drop()
+            raise DeliveryError(None, f"no answer after the message data: {exc}", unknown=True) from exc
+
+    def _expect(self, reply: tuple[int, bytes], good: tuple[int, ...]) -> None:
+        code, text = reply
+        if code not in good:
+            self._reset()
             raise DeliveryError(code, _text(text))
+
+    def _reset(self) -> None:
+        """RSET after a refusal, so the connection can carry the next message."""
+        try:
+            self.connection.rset()
+        except (smtplib.SMTPException, OSError):
+            self._drop()
 
     def _drop(self) -> None:
         if self.connection is not None:

@@ -24,6 +24,12 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('sha256')
     )
+    op.create_table('pauses',
+    sa.Column('scope', sa.String(length=30), nullable=False),
+    sa.Column('reason', sa.Text(), nullable=False),
+    sa.Column('since', sa.DateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('scope')
+    )
     op.create_table('leads',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('email', sa.String(length=320), nullable=False),
@@ -84,6 +90,7 @@ def upgrade() -> None:
     sa.Column('claimed_by', sa.String(length=100), nullable=True),
     sa.Column('sent_at', sa.DateTime(), nullable=True),
     sa.Column('last_error', sa.Text(), nullable=True),
+    sa.Column('unknown_outcomes', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['lead_id'], ['leads.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('idempotency_key')
@@ -127,4 +134,5 @@ def downgrade() -> None:
 
     op.drop_table('consent_events')
     op.drop_table('leads')
+    op.drop_table('pauses')
     op.drop_table('consent_notices')
