@@ -78,7 +78,7 @@ class SMTPTransport:
             self._drop()  # the connection may be unusable now; the next message gets a fresh one
             raise _delivery_error(exc) from exc
         try:
-            conn.data(envelope.data)
+            reply = conn.data(envelope.data)  # returns the final reply; raises only if DATA itself is refused
         except smtplib.SMTPResponseException as exc:
             self._reset()
             raise DeliveryError(exc.smtp_code, _text(exc.smtp_error)) from exc
@@ -86,6 +86,7 @@ class SMTPTransport:
             # The data went out and the answer never came: the server may have taken it.
             self._drop()
             raise DeliveryError(None, f"no answer after the message data: {exc}", unknown=True) from exc
+        self._expect(reply, (250,))
 
     def _expect(self, reply: tuple[int, bytes], good: tuple[int, ...]) -> None:
         code, text = reply
