@@ -247,3 +247,6 @@ def chromium_path() -> str:
 @pytest.fixture
 def project_root() -> Path:
     return PROJECT_ROOT
+
+
+from smtp_faults import faulty_smtp  # noqa: E402,F401  (a fixture: the misbehaving relay)

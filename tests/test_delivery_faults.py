@@ -11,7 +11,6 @@ from mailer.models import DeliveryAttempt, Outbox
 from mailer.outbox import Sender
 
 from conftest import Visitor
-from smtp_faults import faulty_smtp  # noqa: F401  (fixture)
 
 
 def setup(make_services, database_url, clock, server, *emails, timeout=5):

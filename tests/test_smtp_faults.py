@@ -9,7 +9,7 @@ from email.policy import SMTP as SMTP_POLICY
 
 import pytest
 
-from smtp_faults import FaultySMTPServer, faulty_smtp  # noqa: F401  (fixture)
+from smtp_faults import FaultySMTPServer
 
 SENDER = "guide@example.nl"
 
