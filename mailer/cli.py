@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
@@ -46,6 +47,98 @@ def db_upgrade() -> None:
     services = _services()
     upgrade(services.settings.database_url)
     click.echo(f"database is up to date ({services.db.engine.url.render_as_string(hide_password=True)})")
+
+
+@main.group(invoke_without_command=True,
+            help="Look at and act on the outbox. Without a subcommand: counts by status.\n\n"
+                 "Examples: mailer outbox; mailer outbox list --status failed; mailer outbox retry --all-failed")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def outbox(ctx: click.Context, as_json: bool) -> None:
+    if ctx.invoked_subcommand is not None:
+        return
+    from .outbox_admin import overview
+
+    services = _services()
+    with services.db.read_only() as session:
+        view = overview(session)
+    pause = view.marketing_paused
+    if as_json:
+        paused = {"since": pause.since.isoformat(), "reason": pause.reason} if pause else None
+        click.echo(json.dumps({"counts": view.counts, "marketing_paused": paused}))
+        return
+    for status in ("queued", "sending", "deferred", "sent", "failed", "cancelled"):
+        click.echo(f"{status:<10} {view.counts.get(status, 0):>8}")
+    if pause:
+        click.echo(f"\nmarketing mail is PAUSED since {pause.since:%Y-%m-%d %H:%M} UTC: {pause.reason}\n"
+                   "fix the cause, then: mailer outbox resume")
+
+
+@outbox.command("list", help="Rows in a status, newest first, with the last reply.\n\n"
+                             "Example: mailer outbox list --status deferred --status failed")
+@click.option("--status", "statuses", multiple=True, default=("deferred", "failed"), show_default=True,
+              type=click.Choice(["queued", "sending", "deferred", "sent", "failed", "cancelled"]))
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def outbox_list(statuses: tuple[str, ...], limit: int, as_json: bool) -> None:
+    from .outbox_admin import rows
+
+    services = _services()
+    with services.db.read_only() as session:
+        found = rows(session, list(statuses), limit)
+    for row in found:
+        if as_json:
+            click.echo(json.dumps({
+                "id": row.id, "kind": row.kind, "recipient": row.recipient, "status": row.status,
+                "attempts": row.attempts, "next_attempt_at": row.next_attempt_at.isoformat(),
+                "last_error": row.last_error,
+            }))
+        else:
+            click.echo(f"{row.id:>7}  {row.status:<9} {row.kind:<8} {row.recipient:<32} "
+                       f"tries {row.attempts:<2} next {row.next_attempt_at:%Y-%m-%d %H:%M}  {row.last_error or ''}")
+    if not found and not as_json:
+        click.echo(f"no rows in {', '.join(statuses)}", err=True)
+
+
+@outbox.command("retry", help="Put failed (or cancelled) mail back in the queue.\n\n"
+                              "Examples: mailer outbox retry 12 15; mailer outbox retry --all-failed")
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--all-failed", is_flag=True, help="Every failed and cancelled row.")
+def outbox_retry(ids: tuple[int, ...], all_failed: bool) -> None:
+    from .clock import utcnow
+    from .outbox_admin import requeue
+
+    if bool(ids) == all_failed:
+        raise click.UsageError("give row ids, or --all-failed")
+    services = _services()
+    with services.db.transaction() as session:
+        count = requeue(session, None if all_failed else list(ids), utcnow())
+    click.echo(f"{count} row(s) queued again")
+    if ids and count < len(ids):
+        raise click.ClickException(f"{len(ids) - count} of the ids are not failed or cancelled rows")
+
+
+@outbox.command("cancel", help="Cancel mail that has not gone out.\n\nExample: mailer outbox cancel 12 15")
+@click.argument("ids", nargs=-1, type=int, required=True)
+def outbox_cancel(ids: tuple[int, ...]) -> None:
+    from .outbox_admin import cancel
+
+    services = _services()
+    with services.db.transaction() as session:
+        count = cancel(session, list(ids), "cancelled by an operator")
+    click.echo(f"{count} row(s) cancelled")
+    if count < len(ids):
+        raise click.ClickException(f"{len(ids) - count} of the ids are not queued, deferred or failed")
+
+
+@outbox.command("resume", help="Lift the marketing pause set by a relay's policy refusal (5.7.x).")
+def outbox_resume() -> None:
+    from .queries import resume_marketing
+
+    services = _services()
+    with services.db.transaction() as session:
+        lifted = resume_marketing(session)
+    click.echo("marketing mail resumed" if lifted else "marketing mail was not paused")
 
 
 @main.command(help="Run everything in one process: web, scheduler and sender.\n\nExample: mailer serve --port 8000")

@@ -81,7 +81,7 @@ class _Work:
     priority: int
     attempts: int
     unknown_outcomes: int
-    created_at: datetime
+    queued_at: datetime
     recipient: Recipient
 
 
@@ -155,7 +155,7 @@ class Sender:
         return [
             _Work(
                 id=row.id, kind=row.kind, magnet=row.magnet, message_id=row.message_id, priority=row.priority,
-                attempts=row.attempts, unknown_outcomes=row.unknown_outcomes, created_at=row.created_at,
+                attempts=row.attempts, unknown_outcomes=row.unknown_outcomes, queued_at=row.queued_at,
                 recipient=Recipient(row.lead_id, row.recipient, first_name),
             )
             for row, first_name in rows
@@ -191,7 +191,7 @@ class Sender:
         """Why this mail should no longer go out, or "": a confirmation that arrives after its
         link would have expired only confuses (the visitor can ask again)."""
         max_age = timedelta(days=self.services.settings.confirm_max_age_days)
-        if item.kind == MailKind.CONFIRM and self.services.clock.now() - item.created_at > max_age:
+        if item.kind == MailKind.CONFIRM and self.services.clock.now() - item.queued_at > max_age:
             return f"not sent: a confirmation older than its link's {max_age.days} days"
         return ""
 
@@ -200,7 +200,7 @@ class Sender:
         policy = settings.retry_transactional if item.priority < MARKETING_PRIORITY else settings.retry_marketing
         decision = retry.decide(
             exc.code, exc.text, attempts=item.attempts + 1, unknown_before=item.unknown_outcomes,
-            unknown=exc.unknown, queued_at=item.created_at, now=self.services.clock.now(), policy=policy,
+            unknown=exc.unknown, queued_at=item.queued_at, now=self.services.clock.now(), policy=policy,
         )
         status = OutboxStatus.FAILED if decision.gives_up else OutboxStatus.DEFERRED
         reply = f"{exc.text} ({decision.reason})" if decision.reason else exc.text

@@ -109,8 +109,8 @@ VALUES (:lead_id, :kind, :now, :magnet, :marketing, :ip, :user_agent, :form, :no
 """
 _INSERT_OUTBOX = """
 INSERT INTO outbox (kind, lead_id, recipient, magnet, message_id, priority, status,
-                    attempts, unknown_outcomes, created_at, next_attempt_at)
-VALUES (:kind, :lead_id, :recipient, :magnet, :message_id, :priority, 'queued', 0, 0, :now, :now)
+                    attempts, unknown_outcomes, created_at, queued_at, next_attempt_at)
+VALUES (:kind, :lead_id, :recipient, :magnet, :message_id, :priority, 'queued', 0, 0, :now, :now, :now)
 """
 
 
