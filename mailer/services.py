@@ -42,7 +42,7 @@ def build_services(settings: Settings | None = None, clock=None, defaults: dict[
     links = Links(settings.base_url, signer)
     return Services(
         settings=settings,
-        db=Database(settings.database_url),
+        db=Database(settings.database_url, settings.sqlite_busy_timeout_ms),
         content=content,
         signer=signer,
         links=links,

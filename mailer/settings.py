@@ -64,6 +64,7 @@ class Settings:
     retry_transactional: RetryPolicy = parse_policy("MAILER_RETRY_TRANSACTIONAL", TRANSACTIONAL)
     retry_marketing: RetryPolicy = parse_policy("MAILER_RETRY_MARKETING", MARKETING)
     lease_seconds: int = 300
+    sqlite_busy_timeout_ms: int = 5000
 
     @property
     def embedded(self) -> bool:
@@ -119,6 +120,7 @@ def _build(env: dict[str, str]) -> Settings:
             "MAILER_RETRY_TRANSACTIONAL", env.get("MAILER_RETRY_TRANSACTIONAL") or TRANSACTIONAL),
         retry_marketing=parse_policy("MAILER_RETRY_MARKETING", env.get("MAILER_RETRY_MARKETING") or MARKETING),
         lease_seconds=_number("MAILER_LEASE_SECONDS", env, 300, int, minimum=10),
+        sqlite_busy_timeout_ms=_number("MAILER_SQLITE_BUSY_TIMEOUT_MS", env, 5000, int, minimum=0),
     )
 
 

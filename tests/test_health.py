@@ -28,3 +28,24 @@ def test_an_unreachable_database_gives_503_with_retry_after_never_a_500(make_ser
     assert signup.status_code == 503
     assert signup.headers["Retry-After"] == "30"
     assert "er is niets verloren gegaan" in signup.get_data(as_text=True)
+
+
+def test_a_long_sqlite_write_lock_makes_signups_wait_then_answer_503(make_services, sqlite_url, clock):
+    import sqlite3
+    import time
+
+    services = make_services(sqlite_url, MAILER_SQLITE_BUSY_TIMEOUT_MS="300")
+    visitor = Visitor(create_app(services=services).test_client(), clock)
+    holder = sqlite3.connect(sqlite_url.split("///", 1)[1], isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock (a long import, say)
+    try:
+        began = time.monotonic()
+        response = visitor.sign_up("wacht@example.nl")
+        waited = time.monotonic() - began
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert response.status_code == 503 and response.headers["Retry-After"] == "30"
+    assert waited >= 0.3  # it waited for the lock before giving up
+    assert "database is locked" not in response.get_data(as_text=True)
+    assert visitor.sign_up("wacht@example.nl").status_code == 303  # and works once the lock is gone
