@@ -182,7 +182,7 @@ def worker() -> None:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    log.info("worker %s started; SIGTERM stops it", background.sender.worker)
+    log.info("worker started with %d sender(s); SIGTERM stops it", len(background.senders))
     stop.wait()
     background.stop()
 
@@ -192,12 +192,11 @@ def worker() -> None:
 @click.option("--now", "now", default=None, help="ISO 8601 time to act as of (default: the current time).")
 def tick(now: str | None) -> None:
     from .clock import SettableClock, utcnow
-    from .outbox import Sender
     from .scheduler import periodic_jobs
 
     moment = _parse_time(now) if now else utcnow()
     services = _services(clock=SettableClock(moment))
-    for job in periodic_jobs(services, Sender(services, services.transport())):
+    for job in periodic_jobs(services, services.senders()):
         click.echo(f"{job.name}: {job.run() or 'nothing to do'}")
 
 
@@ -209,16 +208,16 @@ class _Background:
     """The scheduler and the sender it drives, stopped together."""
 
     def __init__(self, services):
-        from .outbox import Sender
         from .scheduler import build_scheduler, periodic_jobs
 
-        self.sender = Sender(services, services.transport())
-        self.scheduler = build_scheduler(periodic_jobs(services, self.sender))
+        self.senders = services.senders()
+        self.scheduler = build_scheduler(periodic_jobs(services, self.senders))
         self.scheduler.start()
 
     def stop(self) -> None:
         log.info("stopping: finishing the mail in flight, giving the rest of the claim back")
-        self.sender.stop()
+        for sender in self.senders:
+            sender.stop()
         self.scheduler.shutdown(wait=True)
 
 

@@ -93,10 +93,11 @@ RECORD_RETRY_DELAYS = (0.5, 1, 2, 4, 8, 15, 30)
 class Sender:
     """Delivers due outbox rows through one transport; safe to run in several processes."""
 
-    def __init__(self, services, transport: Transport, worker: str | None = None):
+    def __init__(self, services, transport: Transport, worker: str | None = None, throttle=None):
         self.services = services
         self.transport = transport
         self.worker = worker or worker_name()
+        self.throttle = throttle  # a SendThrottle shared by the senders, or None: no rate limit
         self._stopping = threading.Event()
 
     def stop(self) -> None:
@@ -130,7 +131,7 @@ class Sender:
             return report
         try:
             for position, item in enumerate(work):
-                if self._stopping.is_set():
+                if self._stopping.is_set() or not self._await_turn(item):
                     self._release(work[position:], report)
                     break
                 self._deliver(item, report)
@@ -186,6 +187,21 @@ class Sender:
         self._record(item, OutboxStatus.SENT, 250, "accepted", report)
         if services.settings.log_mail:
             log.info("mail to %s: %s\n\n%s", item.recipient.email, mail.subject, mail.text)
+
+    def _await_turn(self, item: _Work) -> bool:
+        """Wait for a slot under the sending rate; False means: give the rest of the batch back.
+
+        Marketing mail never waits holding its claim, so transactional mail that falls due
+        meanwhile is claimed first; nor does any wait longer than a third of the lease.
+        """
+        if self.throttle is None:
+            return True
+        while (wait := self.throttle.try_acquire()) > 0:
+            if item.priority >= MARKETING_PRIORITY or wait > self.lease.total_seconds() / 3:
+                return False
+            if self._stopping.wait(wait):
+                return False
+        return True
 
     def _purpose_expired(self, item: _Work) -> str:
         """Why this mail should no longer go out, or "": a confirmation that arrives after its

@@ -25,14 +25,24 @@ class PeriodicJob:
     run: Callable[[], str]  # does one pass; returns what it did, or "" when there was nothing to do
 
 
-def periodic_jobs(services, sender: Sender) -> list[PeriodicJob]:
-    def dispatch_outbox() -> str:
-        report = sender.dispatch_all()
-        if report.handled == 0:
-            return ""
-        return "\n  ".join([report.line(), *report.errors])
+def periodic_jobs(services, senders: list[Sender]) -> list[PeriodicJob]:
+    """One dispatch job per sender (MAILER_SEND_CONCURRENCY), each with its own connection."""
 
-    return [PeriodicJob("dispatch-outbox", services.settings.dispatch_interval, dispatch_outbox)]
+    def dispatcher(sender: Sender) -> Callable[[], str]:
+        def dispatch_outbox() -> str:
+            report = sender.dispatch_all()
+            if report.handled == 0:
+                return ""
+            return "\n  ".join([report.line(), *report.errors])
+
+        return dispatch_outbox
+
+    suffix = len(senders) > 1
+    return [
+        PeriodicJob(f"dispatch-outbox{f'-{n}' if suffix else ''}", services.settings.dispatch_interval,
+                    dispatcher(sender))
+        for n, sender in enumerate(senders, 1)
+    ]
 
 
 def build_scheduler(jobs: list[PeriodicJob]) -> BackgroundScheduler:

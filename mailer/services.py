@@ -33,6 +33,22 @@ class Services:
         """A new transport for one sender (a connection is not shared between threads)."""
         return make_transport(self.settings.mail)
 
+    def senders(self) -> list:
+        """MAILER_SEND_CONCURRENCY senders, each with its own transport, sharing one throttle."""
+        from .outbox import Sender, worker_name
+        from .throttle import SendThrottle
+
+        settings = self.settings
+        throttle = None
+        if settings.send_rate:
+            relay = f"{settings.mail.host}:{settings.mail.port}" if settings.mail.is_smtp else settings.mail.scheme
+            throttle = SendThrottle(settings.send_rate, settings.ratelimit_storage_url, relay)
+        count = settings.send_concurrency
+        return [
+            Sender(self, self.transport(), worker=worker_name() + (f"/{n}" if count > 1 else ""), throttle=throttle)
+            for n in range(1, count + 1)
+        ]
+
 
 def build_services(settings: Settings | None = None, clock=None, defaults: dict[str, str] | None = None) -> Services:
     settings = settings or Settings.from_env(defaults=defaults)

@@ -65,6 +65,8 @@ class Settings:
     retry_marketing: RetryPolicy = parse_policy("MAILER_RETRY_MARKETING", MARKETING)
     lease_seconds: int = 300
     sqlite_busy_timeout_ms: int = 5000
+    send_rate: str | None = None  # e.g. "20 per second;5000 per hour", for all workers together
+    send_concurrency: int = 1
 
     @property
     def embedded(self) -> bool:
@@ -108,7 +110,8 @@ def _build(env: dict[str, str]) -> Settings:
         instance_path=instance,
         content_path=content,
         ratelimit_storage_url=_storage_url(env.get("MAILER_RATELIMIT_STORAGE_URL", "memory://")),
-        signup_rate_limit=_rate_limit(env.get("MAILER_SIGNUP_RATE_LIMIT", "10 per minute;50 per hour")),
+        signup_rate_limit=_rate_limit("MAILER_SIGNUP_RATE_LIMIT",
+                                      env.get("MAILER_SIGNUP_RATE_LIMIT", "10 per minute;50 per hour")),
         form_min_seconds=_number("MAILER_FORM_MIN_SECONDS", env, 2.0, float, minimum=0),
         confirm_max_age_days=_number("MAILER_CONFIRM_MAX_AGE_DAYS", env, 7, int, minimum=1),
         confirm_mails_per_day=_number("MAILER_CONFIRM_MAILS_PER_DAY", env, 3, int, minimum=1),
@@ -121,6 +124,8 @@ def _build(env: dict[str, str]) -> Settings:
         retry_marketing=parse_policy("MAILER_RETRY_MARKETING", env.get("MAILER_RETRY_MARKETING") or MARKETING),
         lease_seconds=_number("MAILER_LEASE_SECONDS", env, 300, int, minimum=10),
         sqlite_busy_timeout_ms=_number("MAILER_SQLITE_BUSY_TIMEOUT_MS", env, 5000, int, minimum=0),
+        send_rate=_rate_limit("MAILER_SEND_RATE", env["MAILER_SEND_RATE"]) if env.get("MAILER_SEND_RATE") else None,
+        send_concurrency=_number("MAILER_SEND_CONCURRENCY", env, 1, int, minimum=1),
     )
 
 
@@ -259,13 +264,11 @@ def _storage_url(value: str) -> str:
     return value
 
 
-def _rate_limit(value: str) -> str:
+def _rate_limit(name: str, value: str) -> str:
     try:
         parse_many(value)
     except ValueError:
-        raise SettingsError(
-            f"MAILER_SIGNUP_RATE_LIMIT must look like '10 per minute;50 per hour', got {value!r}"
-        ) from None
+        raise SettingsError(f"{name} must look like '10 per minute;50 per hour', got {value!r}") from None
     return value
 
 
