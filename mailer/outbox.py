@@ -168,13 +168,17 @@ class Sender:
         if expired:
             self._record(item, OutboxStatus.CANCELLED, None, expired, report, attempted=False)
             return
-        sender = services.settings.mail_from
+        settings = services.settings
+        marketing = item.priority >= MARKETING_PRIORITY
+        sender = settings.marketing_from if marketing and settings.marketing_from else settings.mail_from
         try:
             mail = services.renderer.render(item.kind, item.recipient, item.magnet)
             data = build_message(
                 sender=sender, recipient=item.recipient, mail=mail,
                 message_id=item.message_id, date=services.clock.now(),
             )
+            if services.dkim is not None:
+                data = services.dkim.sign(data)
             envelope = Envelope(envelope_sender(sender), (item.recipient.email,), data, item.message_id)
             self.transport.send_messages([envelope])
         except DeliveryError as exc:

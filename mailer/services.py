@@ -8,6 +8,7 @@ from email.utils import parseaddr
 from .clock import SystemClock
 from .content import Content, load_content
 from .db import Database
+from .dkim_signing import DKIMSigner
 from .links import Links
 from .rendering import MailRenderer
 from .settings import PROJECT_ROOT, Settings
@@ -28,6 +29,7 @@ class Services:
     renderer: MailRenderer
     funnel: Funnel
     clock: object
+    dkim: DKIMSigner | None = None
 
     def transport(self) -> Transport:
         """A new transport for one sender (a connection is not shared between threads)."""
@@ -69,4 +71,13 @@ def build_services(settings: Settings | None = None, clock=None, defaults: dict[
             notice=content.organisation.notice,
         ),
         clock=clock,
+        dkim=_dkim_signer(settings),
     )
+
+
+def _dkim_signer(settings: Settings) -> DKIMSigner | None:
+    if not settings.dkim_selector:
+        return None
+    # Sign for the From domain unless told otherwise (DMARC alignment wants them equal).
+    domain = settings.dkim_domain or parseaddr(settings.mail_from)[1].rpartition("@")[2]
+    return DKIMSigner.from_settings(settings.dkim_selector, domain, settings.dkim_key_file)

@@ -65,6 +65,10 @@ class Settings:
     retry_marketing: RetryPolicy = parse_policy("MAILER_RETRY_MARKETING", MARKETING)
     lease_seconds: int = 300
     sqlite_busy_timeout_ms: int = 5000
+    marketing_from: str | None = None  # From of marketing mail; default: mail_from
+    dkim_selector: str | None = None
+    dkim_domain: str | None = None
+    dkim_key_file: Path | None = None
     send_rate: str | None = None  # e.g. "20 per second;5000 per hour", for all workers together
     send_concurrency: int = 1
 
@@ -126,6 +130,9 @@ def _build(env: dict[str, str]) -> Settings:
         sqlite_busy_timeout_ms=_number("MAILER_SQLITE_BUSY_TIMEOUT_MS", env, 5000, int, minimum=0),
         send_rate=_rate_limit("MAILER_SEND_RATE", env["MAILER_SEND_RATE"]) if env.get("MAILER_SEND_RATE") else None,
         send_concurrency=_number("MAILER_SEND_CONCURRENCY", env, 1, int, minimum=1),
+        marketing_from=_address("MAILER_MARKETING_FROM", env["MAILER_MARKETING_FROM"])
+        if env.get("MAILER_MARKETING_FROM") else None,
+        **_dkim(env),
     )
 
 
@@ -256,6 +263,15 @@ def _address(name: str, value: str) -> str:
     except EmailNotValidError as exc:
         raise SettingsError(f"{name} must be an address like 'Name <mail@example.nl>': {exc}") from None
     return value
+
+
+def _dkim(env: dict[str, str]) -> dict:
+    selector, key_file = env.get("MAILER_DKIM_SELECTOR"), env.get("MAILER_DKIM_KEY_FILE")
+    if bool(selector) != bool(key_file):
+        raise SettingsError("MAILER_DKIM_SELECTOR and MAILER_DKIM_KEY_FILE go together: set both or neither")
+    if not selector:
+        return {}
+    return {"dkim_selector": selector, "dkim_key_file": Path(key_file), "dkim_domain": env.get("MAILER_DKIM_DOMAIN")}
 
 
 def _storage_url(value: str) -> str:
