@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import make_msgid
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from . import queries, retry
 from .errors import DeliveryError
 from .models import (
-    MARKETING_PRIORITY, TRANSACTIONAL_PRIORITY, DeliveryAttempt, Lead, MailKind, Outbox, OutboxStatus,
+    MARKETING_PRIORITY, TRANSACTIONAL_PRIORITY, Lead, MailKind, Outbox, OutboxStatus,
 )
 from .rendering import Recipient, build_message, envelope_sender
 from .transports import Envelope, Transport
@@ -99,6 +99,7 @@ class Sender:
         self.worker = worker or worker_name()
         self.throttle = throttle  # a SendThrottle shared by the senders, or None: no rate limit
         self._stopping = threading.Event()
+        self._lease_renewed_at = services.clock.now()
 
     def stop(self) -> None:
         """Finish the message in flight, give the rest of the claim back, claim nothing more."""
@@ -121,6 +122,7 @@ class Sender:
                 limit=limit or services.settings.send_batch_size,
             )
             work = self._load(session, ids) if ids else []
+        self._lease_renewed_at = now
         if not work:
             return report
         try:
@@ -237,33 +239,29 @@ class Sender:
         another worker claimed the row, its result stands and ours is kept as an attempt.
         """
         now = self.services.clock.now()
-        values = {
-            "status": status.value, "attempts": item.attempts + int(attempted),
-            "claimed_until": None, "claimed_by": None,
-            "last_error": None if status is OutboxStatus.SENT else reply[:2000],
-        }
-        if status is OutboxStatus.SENT:
-            values["sent_at"] = now
-        if retry_at is not None:
-            values["next_attempt_at"] = retry_at
-        if unknown:
-            values["unknown_outcomes"] = item.unknown_outcomes + 1
+        renew = now - self._lease_renewed_at > self.lease / 4
 
         def write(session: Session) -> None:
-            session.execute(update(Outbox).where(*self._still_mine(item.id)).values(**values))
-            # The rest of this batch waits behind this message: keep its lease from running out.
-            session.execute(update(Outbox).where(*self._still_mine()).values(claimed_until=now + self.lease))
+            queries.record_outcome(
+                session, row_id=item.id, worker=self.worker, status=status.value,
+                attempts=item.attempts + int(attempted),
+                last_error=None if status is OutboxStatus.SENT else reply[:2000],
+                sent_at=now if status is OutboxStatus.SENT else None, retry_at=retry_at,
+                unknown_outcomes=item.unknown_outcomes + int(unknown),
+            )
             if attempted:
-                session.add(DeliveryAttempt(
-                    outbox_id=item.id, at=now, worker=self.worker, code=code, reply=reply[:2000],
-                    outcome="unknown" if unknown else status.value,
-                ))
+                queries.insert_attempt(session, row_id=item.id, now=now, worker=self.worker, code=code,
+                                       reply=reply[:2000], outcome="unknown" if unknown else status.value)
+            if renew:  # the rest of this batch waits behind this message: keep its lease alive
+                queries.renew_lease(session, worker=self.worker, until=now + self.lease)
             if blame is retry.Blame.RECIPIENT:
                 queries.mark_undeliverable(session, lead_id=item.recipient.lead_id, reply=reply, now=now)
             elif blame is retry.Blame.SENDER:
                 queries.pause_marketing(session, reason=f"{code} {reply}", now=now)
 
         self._write(write)
+        if renew:
+            self._lease_renewed_at = now
         report.count(status, f"{item.recipient.email}: {code or '-'} {reply}")
         if blame is retry.Blame.SENDER:
             log.error("marketing mail paused: the relay refused us (%s %s); `mailer outbox resume` "
@@ -286,7 +284,3 @@ class Sender:
         ids = [item.id for item in items]
         with self.services.db.transaction() as session:
             report.released += queries.release(session, ids, self.worker)
-
-    def _still_mine(self, row_id: int | None = None) -> tuple:
-        conditions = (Outbox.claimed_by == self.worker, Outbox.status == OutboxStatus.SENDING)
-        return conditions if row_id is None else (Outbox.id == row_id, *conditions)

@@ -113,6 +113,19 @@ INSERT INTO outbox (kind, lead_id, recipient, magnet, message_id, priority, stat
 VALUES (:kind, :lead_id, :recipient, :magnet, :message_id, :priority, 'queued', 0, 0, :now, :now, :now)
 """
 
+# The sender's per-message bookkeeping, committed as soon as the server has answered:
+# the outcome (only while the row is still this worker's), and the attempt with the reply.
+_RECORD_OUTCOME = """
+UPDATE outbox SET status = :status, attempts = :attempts, claimed_until = NULL, claimed_by = NULL,
+    last_error = :last_error, sent_at = COALESCE(:sent_at, sent_at),
+    next_attempt_at = COALESCE(:retry_at, next_attempt_at), unknown_outcomes = :unknown_outcomes
+WHERE id = :id AND claimed_by = :worker AND status = 'sending'
+"""
+_INSERT_ATTEMPT = """
+INSERT INTO delivery_attempts (outbox_id, at, worker, code, reply, outcome)
+VALUES (:id, :now, :worker, :code, :reply, :outcome)
+"""
+
 
 class _DriverSQL:
     """The statements above in one dialect's parameter style, and its way of storing a time."""
@@ -123,6 +136,8 @@ class _DriverSQL:
         self.insert_lead = named(_INSERT_LEAD)
         self.insert_event = named(_INSERT_EVENT)
         self.insert_outbox = named(_INSERT_OUTBOX)
+        self.record_outcome = named(_RECORD_OUTCOME)
+        self.insert_attempt = named(_INSERT_ATTEMPT)
         self.time = UTCDateTime().bind_processor(dialect)
 
 
@@ -162,6 +177,29 @@ def insert_outbox(session: Session, *, kind: str, lead_id: int, recipient: str, 
         "kind": kind, "lead_id": lead_id, "recipient": recipient, "magnet": magnet,
         "message_id": message_id, "priority": priority, "now": sql.time(now),
     })
+
+
+def record_outcome(session: Session, *, row_id: int, worker: str, status: str, attempts: int,
+                   last_error: str | None, sent_at: datetime | None, retry_at: datetime | None,
+                   unknown_outcomes: int) -> None:
+    sql = _sql(session)
+    session.connection().exec_driver_sql(sql.record_outcome, {
+        "id": row_id, "worker": worker, "status": status, "attempts": attempts, "last_error": last_error,
+        "sent_at": sql.time(sent_at), "retry_at": sql.time(retry_at), "unknown_outcomes": unknown_outcomes,
+    })
+
+
+def insert_attempt(session: Session, *, row_id: int, now: datetime, worker: str, code: int | None,
+                   reply: str, outcome: str) -> None:
+    sql = _sql(session)
+    session.connection().exec_driver_sql(sql.insert_attempt, {
+        "id": row_id, "now": sql.time(now), "worker": worker, "code": code, "reply": reply, "outcome": outcome,
+    })
+
+
+def renew_lease(session: Session, *, worker: str, until: datetime) -> None:
+    session.execute(update(Outbox).where(Outbox.claimed_by == worker, Outbox.status == OutboxStatus.SENDING)
+                    .values(claimed_until=until))
 
 
 def outbox_counts(session: Session) -> dict[str, int]:

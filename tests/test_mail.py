@@ -67,3 +67,25 @@ def test_text_and_html_carry_the_same_link_and_the_sender_identity(rendered):
 def test_a_missing_first_name_still_greets(rendered):
     mail, message, _ = rendered(MailKind.CONFIRM, first_name="")
     assert "Hallo daar," in message.get_body(("plain",)).get_content()
+
+
+def test_the_message_parses_without_defects_and_survives_hostile_values(make_services, sqlite_url):
+    from mailer.rendering import RenderedMail
+
+    services = make_services(sqlite_url)
+    mail = RenderedMail(
+        subject="Je gids – ‘Met vertrouwen’ " + "en nog veel meer woorden " * 6,
+        text="Regel met spatie aan het eind \n-- \nVoet\n" + "x" * 200 + "\n",
+        html="<p>=3D is geen escape, =_mailer_alternative ook niet</p>",
+    )
+    data = build_message(sender="Trainingsbureau Voorbeeld <guide@example.nl>",
+                         recipient=Recipient(1, "a@example.nl", "Eva\r\nBcc: x@evil.example"),
+                         mail=mail, message_id="<m@example.nl>", date=datetime(2026, 12, 1, tzinfo=timezone.utc))
+    assert all(len(line) <= 78 for line in data.split(b"\r\n\r\n", 1)[0].split(b"\r\n"))
+    assert all(len(line) <= 998 for line in data.split(b"\r\n"))
+    message = message_from_bytes(data, policy=policy.default)
+    assert not message.defects and all(not part.defects for part in message.walk())
+    assert " ".join(message["Subject"].split()) == " ".join(mail.subject.split())
+    assert message["Bcc"] is None  # the name could not add a header
+    assert message.get_body(("plain",)).get_content().replace("\r\n", "\n") == mail.text
+    assert message.get_body(("html",)).get_content().replace("\r\n", "\n").rstrip("\n") == mail.html
