@@ -178,10 +178,10 @@ def serve(host: str, port: int, threads: int) -> None:
 def worker() -> None:
     _logging()
     services = _services()
-    background = _Background(services)
     stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in (signal.SIGTERM, signal.SIGINT):  # before any mail is claimed
         signal.signal(signum, lambda *_: stop.set())
+    background = _Background(services)
     log.info("worker started with %d sender(s); SIGTERM stops it", len(background.senders))
     stop.wait()
     background.stop()

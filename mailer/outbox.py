@@ -86,7 +86,7 @@ class _Work:
 
 
 # Waits between tries to record a result while the database is unreachable (a restart): the
-# message went out, so the result must not be lost; ~60 s in all, well inside the lease.
+# message went out, so the result must not be lost; ~60 s in all, capped at a third of the lease.
 RECORD_RETRY_DELAYS = (0.5, 1, 2, 4, 8, 15, 30)
 
 
@@ -132,11 +132,14 @@ class Sender:
                 self._record_failure(item, exc, report)
             return report
         try:
+            lost: set[int] = set()
             for position, item in enumerate(work):
                 if self._stopping.is_set() or not self._await_turn(item):
                     self._release(work[position:], report)
                     break
-                self._deliver(item, report)
+                lost |= self._keep_claim(work[position:])
+                if item.id not in lost:
+                    self._deliver(item, report)
         finally:
             self.transport.close()
         return report
@@ -194,6 +197,21 @@ class Sender:
         if services.settings.log_mail:
             log.info("mail to %s: %s\n\n%s", item.recipient.email, mail.subject, mail.text)
 
+    def _keep_claim(self, rest: list[_Work]) -> set[int]:
+        """Renew the lease on the rest of the batch once a quarter lease has passed; return the
+        ids that are no longer ours (our lease ran out and another worker took them): those
+        are skipped, so only a message already in flight can ever go out twice."""
+        now = self.services.clock.now()
+        if now - self._lease_renewed_at <= self.lease / 4:
+            return set()
+        ids = [item.id for item in rest]
+        with self.services.db.transaction() as session:
+            mine = queries.renew_lease(session, ids=ids, worker=self.worker, until=now + self.lease)
+        self._lease_renewed_at = now
+        if len(mine) < len(ids):
+            log.warning("lease ran out on %d row(s); another worker has them", len(ids) - len(mine))
+        return set(ids) - mine
+
     def _await_turn(self, item: _Work) -> bool:
         """Wait for a slot under the sending rate; False means: give the rest of the batch back.
 
@@ -239,7 +257,6 @@ class Sender:
         another worker claimed the row, its result stands and ours is kept as an attempt.
         """
         now = self.services.clock.now()
-        renew = now - self._lease_renewed_at > self.lease / 4
 
         def write(session: Session) -> None:
             queries.record_outcome(
@@ -252,31 +269,30 @@ class Sender:
             if attempted:
                 queries.insert_attempt(session, row_id=item.id, now=now, worker=self.worker, code=code,
                                        reply=reply[:2000], outcome="unknown" if unknown else status.value)
-            if renew:  # the rest of this batch waits behind this message: keep its lease alive
-                queries.renew_lease(session, worker=self.worker, until=now + self.lease)
             if blame is retry.Blame.RECIPIENT:
                 queries.mark_undeliverable(session, lead_id=item.recipient.lead_id, reply=reply, now=now)
             elif blame is retry.Blame.SENDER:
                 queries.pause_marketing(session, reason=f"{code} {reply}", now=now)
 
         self._write(write)
-        if renew:
-            self._lease_renewed_at = now
         report.count(status, f"{item.recipient.email}: {code or '-'} {reply}")
         if blame is retry.Blame.SENDER:
             log.error("marketing mail paused: the relay refused us (%s %s); `mailer outbox resume` "
                       "when the cause is fixed", code, reply)
 
     def _write(self, write) -> None:
-        """Run `write` in a transaction, waiting out a database restart rather than losing a result."""
+        """Run `write` in a transaction, waiting out a database restart rather than losing a
+        result; never longer than a third of the lease, which must outlast the message."""
+        budget = self.lease.total_seconds() / 3
         for delay in (*RECORD_RETRY_DELAYS, None):
             try:
                 with self.services.db.transaction() as session:
                     write(session)
                 return
             except (OperationalError, InterfaceError) as exc:
-                if delay is None:
+                if delay is None or delay > budget:
                     raise
+                budget -= delay
                 log.warning("cannot record a delivery result (%s); retrying in %s s", type(exc).__name__, delay)
                 time.sleep(delay)
 

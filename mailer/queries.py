@@ -197,9 +197,14 @@ def insert_attempt(session: Session, *, row_id: int, now: datetime, worker: str,
     })
 
 
-def renew_lease(session: Session, *, worker: str, until: datetime) -> None:
-    session.execute(update(Outbox).where(Outbox.claimed_by == worker, Outbox.status == OutboxStatus.SENDING)
-                    .values(claimed_until=until))
+def renew_lease(session: Session, *, ids: list[int], worker: str, until: datetime) -> set[int]:
+    """Extend this worker's lease on these rows; return the ids that are still its own."""
+    rows = session.execute(
+        update(Outbox)
+        .where(Outbox.id.in_(ids), Outbox.claimed_by == worker, Outbox.status == OutboxStatus.SENDING)
+        .values(claimed_until=until).returning(Outbox.id)
+    )
+    return {row.id for row in rows}
 
 
 def outbox_counts(session: Session) -> dict[str, int]:

@@ -67,8 +67,9 @@ def postgres_server_url():
     url = _psycopg_url(POSTGRES_URL.rsplit("/", 1)[0] + "/" + name)
     upgrade(url)
     yield url
-    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    admin.close()  # it may have died with a server restart during the session (tests/test_workers.py)
+    with psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=10) as fresh:
+        fresh.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _truncate(url: str) -> None:

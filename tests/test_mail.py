@@ -69,10 +69,9 @@ def test_a_missing_first_name_still_greets(rendered):
     assert "Hallo daar," in message.get_body(("plain",)).get_content()
 
 
-def test_the_message_parses_without_defects_and_survives_hostile_values(make_services, sqlite_url):
+def test_the_message_parses_without_defects_and_survives_hostile_values():
     from mailer.rendering import RenderedMail
 
-    services = make_services(sqlite_url)
     mail = RenderedMail(
         subject="Je gids – ‘Met vertrouwen’ " + "en nog veel meer woorden " * 6,
         text="Regel met spatie aan het eind \n-- \nVoet\n" + "x" * 200 + "\n",

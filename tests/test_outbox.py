@@ -282,3 +282,28 @@ def test_a_stopping_sender_finishes_the_message_in_flight_and_gives_the_rest_bac
     assert sorted(r.status for r in rows(services)) == ["queued", "queued", "queued", "sent"]
     assert all(r.claimed_by is None for r in rows(services))
     assert Sender(services, MemoryTransport()).dispatch().sent == 3  # another worker takes them at once
+
+
+def test_a_worker_whose_lease_ran_out_skips_the_rows_another_worker_took(make_services, database_url,
+                                                                          visitor_on, clock):
+    services = make_services(database_url)
+    visitor = visitor_on(services)
+    for name in ("een", "twee", "drie"):
+        visitor.sign_up(f"{name}@example.nl")
+    fast_transport = MemoryTransport()
+    fast = Sender(services, fast_transport, worker="fast")
+
+    class HangsOnce(MemoryTransport):
+        """The first message hangs past the lease; meanwhile another worker takes the batch."""
+
+        def send_messages(self, messages):
+            if not self.outbox:
+                clock.advance(minutes=6)
+                assert fast.dispatch().sent == 3
+            return super().send_messages(messages)
+
+    slow_transport = HangsOnce()
+    Sender(services, slow_transport, worker="slow").dispatch()
+    assert len(slow_transport.outbox) == 1  # only the message that was already in flight
+    assert len(fast_transport.outbox) == 3
+    assert {r.status for r in rows(services)} == {"sent"}

@@ -29,7 +29,7 @@ BIN = Path(sys.executable).parent
 
 class Service:
     def __init__(self, args: list[str], env: dict[str, str], cwd: Path):
-        self.log = (cwd / f"{args[0]}.log").open("w+")
+        self.log = (cwd / f"{Path(args[0]).name}-{id(self)}.log").open("w+")
         self.process = subprocess.Popen(args, env={**os.environ, **env}, cwd=cwd,
                                         stdout=self.log, stderr=subprocess.STDOUT)
 
