@@ -14,9 +14,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Callable, TypeVar
 from email.utils import make_msgid
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -29,6 +30,7 @@ from .rendering import Recipient, build_message, envelope_sender
 from .transports import Envelope, Transport
 
 log = logging.getLogger("mailer.outbox")
+T = TypeVar("T")
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -100,6 +102,7 @@ class Sender:
         self.throttle = throttle  # a SendThrottle shared by the senders, or None: no rate limit
         self._stopping = threading.Event()
         self._lease_renewed_at = services.clock.now()
+        self._connection: Connection | None = None
 
     def stop(self) -> None:
         """Finish the message in flight, give the rest of the claim back, claim nothing more."""
@@ -142,6 +145,7 @@ class Sender:
                     self._deliver(item, report)
         finally:
             self.transport.close()
+            self._close_bookkeeping()
         return report
 
     def dispatch_all(self) -> DispatchReport:
@@ -205,8 +209,7 @@ class Sender:
         if now - self._lease_renewed_at <= self.lease / 4:
             return set()
         ids = [item.id for item in rest]
-        with self.services.db.transaction() as session:
-            mine = queries.renew_lease(session, ids=ids, worker=self.worker, until=now + self.lease)
+        mine = self._write(lambda db: queries.renew_lease(db, ids=ids, worker=self.worker, until=now + self.lease))
         self._lease_renewed_at = now
         if len(mine) < len(ids):
             log.warning("lease ran out on %d row(s); another worker has them", len(ids) - len(mine))
@@ -258,21 +261,21 @@ class Sender:
         """
         now = self.services.clock.now()
 
-        def write(session: Session) -> None:
+        def write(db: Connection) -> None:
             queries.record_outcome(
-                session, row_id=item.id, worker=self.worker, status=status.value,
+                db, row_id=item.id, worker=self.worker, status=status.value,
                 attempts=item.attempts + int(attempted),
                 last_error=None if status is OutboxStatus.SENT else reply[:2000],
                 sent_at=now if status is OutboxStatus.SENT else None, retry_at=retry_at,
                 unknown_outcomes=item.unknown_outcomes + int(unknown),
             )
             if attempted:
-                queries.insert_attempt(session, row_id=item.id, now=now, worker=self.worker, code=code,
+                queries.insert_attempt(db, row_id=item.id, now=now, worker=self.worker, code=code,
                                        reply=reply[:2000], outcome="unknown" if unknown else status.value)
             if blame is retry.Blame.RECIPIENT:
-                queries.mark_undeliverable(session, lead_id=item.recipient.lead_id, reply=reply, now=now)
+                queries.mark_undeliverable(db, lead_id=item.recipient.lead_id, reply=reply, now=now)
             elif blame is retry.Blame.SENDER:
-                queries.pause_marketing(session, reason=f"{code} {reply}", now=now)
+                queries.pause_marketing(db, reason=f"{code} {reply}", now=now)
 
         self._write(write)
         report.count(status, f"{item.recipient.email}: {code or '-'} {reply}")
@@ -280,23 +283,56 @@ class Sender:
             log.error("marketing mail paused: the relay refused us (%s %s); `mailer outbox resume` "
                       "when the cause is fixed", code, reply)
 
-    def _write(self, write) -> None:
-        """Run `write` in a transaction, waiting out a database restart rather than losing a
-        result; never longer than a third of the lease, which must outlast the message."""
+    def _write(self, write: Callable[[Connection], T]) -> T:
+        """Run `write` in its own transaction on the batch's connection, waiting out a database
+        restart rather than losing a result; never longer than a third of the lease."""
         budget = self.lease.total_seconds() / 3
         for delay in (*RECORD_RETRY_DELAYS, None):
             try:
-                with self.services.db.transaction() as session:
-                    write(session)
-                return
+                connection = self._bookkeeping()
+                with connection.begin():
+                    return write(connection)
             except (OperationalError, InterfaceError) as exc:
+                self._close_bookkeeping(broken=True)
                 if delay is None or delay > budget:
                     raise
                 budget -= delay
                 log.warning("cannot record a delivery result (%s); retrying in %s s", type(exc).__name__, delay)
                 time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _bookkeeping(self) -> Connection:
+        """One connection for a batch's bookkeeping, so a message costs no pool checkout.
+
+        On PostgreSQL its commits do not wait for the WAL flush (synchronous_commit off): a
+        result is committed and visible at once, and only a crash of the database server
+        itself could lose the last fraction of a second of results; those rows return to
+        the queue when their lease ends and get one more copy, which at-least-once allows.
+        Signups keep full durability: this setting is reset before the connection goes back.
+        """
+        if self._connection is None:
+            connection = self.services.db.engine.connect()
+            if connection.dialect.name == "postgresql":
+                connection.exec_driver_sql("SET synchronous_commit TO off")
+                connection.commit()
+            self._connection = connection
+        return self._connection
+
+    def _close_bookkeeping(self, broken: bool = False) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        try:
+            if broken:
+                connection.invalidate()
+            elif connection.dialect.name == "postgresql":
+                connection.exec_driver_sql("RESET synchronous_commit")
+                connection.commit()
+        except (OperationalError, InterfaceError):
+            connection.invalidate()
+        finally:
+            connection.close()
 
     def _release(self, items: list[_Work], report: DispatchReport) -> None:
         ids = [item.id for item in items]
-        with self.services.db.transaction() as session:
-            report.released += queries.release(session, ids, self.worker)
+        report.released += self._write(lambda db: queries.release(db, ids, self.worker))

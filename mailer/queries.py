@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from sqlalchemy import bindparam, case, func, select, text, update
+from sqlalchemy import Connection, bindparam, case, func, select, text, update
 from sqlalchemy.orm import Session
 
 from .models import MARKETING_PRIORITY, Lead, LeadStatus, Outbox, OutboxStatus, Pause, UTCDateTime
@@ -52,9 +52,9 @@ def claim_due(session: Session, *, now: datetime, lease_until: datetime, worker:
     return [row.id for row in rows]
 
 
-def release(session: Session, ids: list[int], worker: str) -> int:
+def release(db: Session | Connection, ids: list[int], worker: str) -> int:
     """Give claimed rows back unsent (a stopping worker): due again at once, for anyone."""
-    result = session.execute(
+    result = db.execute(
         update(Outbox)
         .where(Outbox.id.in_(ids), Outbox.claimed_by == worker, Outbox.status == OutboxStatus.SENDING)
         .values(
@@ -65,20 +65,22 @@ def release(session: Session, ids: list[int], worker: str) -> int:
     return result.rowcount
 
 
-def mark_undeliverable(session: Session, *, lead_id: int, reply: str, now: datetime) -> None:
+def mark_undeliverable(db: Session | Connection, *, lead_id: int, reply: str, now: datetime) -> None:
     """The mailbox does not exist: the lead gets nothing more, its waiting mail is cancelled."""
-    session.execute(update(Lead).where(Lead.id == lead_id)
+    db.execute(update(Lead).where(Lead.id == lead_id)
                     .values(status=LeadStatus.UNDELIVERABLE.value, updated_at=now))
-    session.execute(
+    db.execute(
         update(Outbox)
         .where(Outbox.lead_id == lead_id, Outbox.status.in_([OutboxStatus.QUEUED, OutboxStatus.DEFERRED]))
         .values(status=OutboxStatus.CANCELLED.value, last_error=f"address undeliverable: {reply}"[:2000])
     )
 
 
-def pause_marketing(session: Session, *, reason: str, now: datetime) -> None:
-    if session.get(Pause, MARKETING) is None:
-        session.add(Pause(scope=MARKETING, reason=reason[:2000], since=now))
+def pause_marketing(db: Session | Connection, *, reason: str, now: datetime) -> None:
+    """Pause marketing (the first reason wins; several workers may see the refusal at once)."""
+    sql = _sql(db)
+    _connection(db).exec_driver_sql(sql.insert_pause, {"scope": MARKETING, "reason": reason[:2000],
+                                                        "now": sql.time(now)})
 
 
 def resume_marketing(session: Session) -> bool:
@@ -125,6 +127,9 @@ _INSERT_ATTEMPT = """
 INSERT INTO delivery_attempts (outbox_id, at, worker, code, reply, outcome)
 VALUES (:id, :now, :worker, :code, :reply, :outcome)
 """
+_INSERT_PAUSE = """
+INSERT INTO pauses (scope, reason, since) VALUES (:scope, :reason, :now) ON CONFLICT (scope) DO NOTHING
+"""
 
 
 class _DriverSQL:
@@ -138,17 +143,23 @@ class _DriverSQL:
         self.insert_outbox = named(_INSERT_OUTBOX)
         self.record_outcome = named(_RECORD_OUTCOME)
         self.insert_attempt = named(_INSERT_ATTEMPT)
+        self.insert_pause = named(_INSERT_PAUSE)
         self.time = UTCDateTime().bind_processor(dialect)
 
 
 _driver_sql: dict[str, _DriverSQL] = {}
 
 
-def _sql(session: Session) -> _DriverSQL:
-    dialect = session.bind.dialect
+def _sql(db: Session | Connection) -> _DriverSQL:
+    dialect = db.dialect if isinstance(db, Connection) else db.bind.dialect
     if dialect.name not in _driver_sql:
         _driver_sql[dialect.name] = _DriverSQL(dialect)
     return _driver_sql[dialect.name]
+
+
+def _connection(db: Session | Connection) -> Connection:
+    """The sender keeps one Connection for a batch; the web app works through a Session."""
+    return db if isinstance(db, Connection) else db.connection()
 
 
 def insert_lead_if_new(session: Session, *, email: str, first_name: str, magnet: str, now: datetime) -> int | None:
@@ -179,27 +190,27 @@ def insert_outbox(session: Session, *, kind: str, lead_id: int, recipient: str, 
     })
 
 
-def record_outcome(session: Session, *, row_id: int, worker: str, status: str, attempts: int,
+def record_outcome(db: Session | Connection, *, row_id: int, worker: str, status: str, attempts: int,
                    last_error: str | None, sent_at: datetime | None, retry_at: datetime | None,
                    unknown_outcomes: int) -> None:
-    sql = _sql(session)
-    session.connection().exec_driver_sql(sql.record_outcome, {
+    sql = _sql(db)
+    _connection(db).exec_driver_sql(sql.record_outcome, {
         "id": row_id, "worker": worker, "status": status, "attempts": attempts, "last_error": last_error,
         "sent_at": sql.time(sent_at), "retry_at": sql.time(retry_at), "unknown_outcomes": unknown_outcomes,
     })
 
 
-def insert_attempt(session: Session, *, row_id: int, now: datetime, worker: str, code: int | None,
+def insert_attempt(db: Session | Connection, *, row_id: int, now: datetime, worker: str, code: int | None,
                    reply: str, outcome: str) -> None:
-    sql = _sql(session)
-    session.connection().exec_driver_sql(sql.insert_attempt, {
+    sql = _sql(db)
+    _connection(db).exec_driver_sql(sql.insert_attempt, {
         "id": row_id, "now": sql.time(now), "worker": worker, "code": code, "reply": reply, "outcome": outcome,
     })
 
 
-def renew_lease(session: Session, *, ids: list[int], worker: str, until: datetime) -> set[int]:
+def renew_lease(db: Session | Connection, *, ids: list[int], worker: str, until: datetime) -> set[int]:
     """Extend this worker's lease on these rows; return the ids that are still its own."""
-    rows = session.execute(
+    rows = db.execute(
         update(Outbox)
         .where(Outbox.id.in_(ids), Outbox.claimed_by == worker, Outbox.status == OutboxStatus.SENDING)
         .values(claimed_until=until).returning(Outbox.id)

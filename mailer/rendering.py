@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
+from functools import lru_cache
 from pathlib import Path
 
 import css_inline
@@ -153,6 +154,7 @@ def _part(subtype: str, body: str) -> bytes:
     ).encode("ascii") + encoded.replace(b"\n", b"\r\n") + b"\r\n"
 
 
+@lru_cache(maxsize=256)  # a handful of subjects, each encoded for thousands of messages
 def _subject(subject: str) -> str:
     """RFC 2047 for non-ASCII, folded at 78 characters either way."""
     charset = "us-ascii" if subject.isascii() else "utf-8"
@@ -164,5 +166,6 @@ def _one_line(value: str) -> str:
     return value.replace("\r", " ").replace("\n", " ")
 
 
+@lru_cache(maxsize=16)
 def envelope_sender(sender: str) -> str:
     return parseaddr(sender)[1]

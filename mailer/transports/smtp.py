@@ -15,6 +15,8 @@ class SMTPTransport:
     def __init__(self, mail: MailURL):
         self.mail = mail
         self.connection: smtplib.SMTP | None = None
+        # Built once: loading the CA certificates costs ~40 ms, too much for every connection.
+        self.tls = ssl.create_default_context(cafile=mail.cafile) if mail.scheme != "smtp" else None
 
     def open(self) -> bool:
         """Connect if not connected; return True only when this call opened the connection."""
@@ -29,15 +31,14 @@ class SMTPTransport:
 
     def _connect(self) -> smtplib.SMTP:
         mail = self.mail
-        context = ssl.create_default_context(cafile=mail.cafile)
         if mail.scheme == "smtps":
-            conn = smtplib.SMTP_SSL(mail.host, mail.port, timeout=mail.timeout, context=context)
+            conn = smtplib.SMTP_SSL(mail.host, mail.port, timeout=mail.timeout, context=self.tls)
         else:
             conn = smtplib.SMTP(mail.host, mail.port, timeout=mail.timeout)
         try:
             conn.ehlo()
             if mail.scheme == "smtp+starttls":
-                conn.starttls(context=context)
+                conn.starttls(context=self.tls)
                 conn.ehlo()
             if mail.username:
                 conn.login(mail.username, mail.password or "")
