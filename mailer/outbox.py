@@ -262,35 +262,43 @@ class Sender:
         now = self.services.clock.now()
 
         def write(db: Connection) -> None:
-            queries.record_outcome(
+            queries.record_result(
                 db, row_id=item.id, worker=self.worker, status=status.value,
                 attempts=item.attempts + int(attempted),
                 last_error=None if status is OutboxStatus.SENT else reply[:2000],
                 sent_at=now if status is OutboxStatus.SENT else None, retry_at=retry_at,
                 unknown_outcomes=item.unknown_outcomes + int(unknown),
+                attempt={"now": now, "code": code, "reply": reply[:2000],
+                         "outcome": "unknown" if unknown else status.value} if attempted else None,
             )
-            if attempted:
-                queries.insert_attempt(db, row_id=item.id, now=now, worker=self.worker, code=code,
-                                       reply=reply[:2000], outcome="unknown" if unknown else status.value)
             if blame is retry.Blame.RECIPIENT:
                 queries.mark_undeliverable(db, lead_id=item.recipient.lead_id, reply=reply, now=now)
             elif blame is retry.Blame.SENDER:
                 queries.pause_marketing(db, reason=f"{code} {reply}", now=now)
 
-        self._write(write)
+        # A plain result is one statement on PostgreSQL; with a blame it is several, and those
+        # must commit together.
+        self._write(write, atomic=blame is not None)
         report.count(status, f"{item.recipient.email}: {code or '-'} {reply}")
         if blame is retry.Blame.SENDER:
             log.error("marketing mail paused: the relay refused us (%s %s); `mailer outbox resume` "
                       "when the cause is fixed", code, reply)
 
-    def _write(self, write: Callable[[Connection], T]) -> T:
-        """Run `write` in its own transaction on the batch's connection, waiting out a database
-        restart rather than losing a result; never longer than a third of the lease."""
+    def _write(self, write: Callable[[Connection], T], atomic: bool = False) -> T:
+        """Run `write` on the batch's connection, waiting out a database restart rather than
+        losing a result; never longer than a third of the lease.
+
+        On PostgreSQL that connection autocommits each statement (one round trip, no BEGIN
+        and COMMIT); `atomic` writes of several statements get a transaction of their own.
+        """
         budget = self.lease.total_seconds() / 3
         for delay in (*RECORD_RETRY_DELAYS, None):
             try:
                 connection = self._bookkeeping()
-                with connection.begin():
+                if atomic and connection.dialect.name == "postgresql":
+                    with self.services.db.engine.begin() as transaction:
+                        return write(transaction)
+                with connection.begin():  # on SQLite: BEGIN IMMEDIATE ... COMMIT
                     return write(connection)
             except (OperationalError, InterfaceError) as exc:
                 self._close_bookkeeping(broken=True)
@@ -304,17 +312,19 @@ class Sender:
     def _bookkeeping(self) -> Connection:
         """One connection for a batch's bookkeeping, so a message costs no pool checkout.
 
-        On PostgreSQL its commits do not wait for the WAL flush (synchronous_commit off): a
-        result is committed and visible at once, and only a crash of the database server
-        itself could lose the last fraction of a second of results; those rows return to
-        the queue when their lease ends and get one more copy, which at-least-once allows.
-        Signups keep full durability: this setting is reset before the connection goes back.
+        On PostgreSQL it autocommits, and its commits do not wait for the WAL flush
+        (synchronous_commit off): a result is committed and visible at once, and only a crash
+        of the database server itself could lose the last fraction of a second of results;
+        those rows return to the queue when their lease ends and get one more copy, which
+        at-least-once allows. Signups keep full durability: the setting is reset, and the
+        isolation level restored, before the connection goes back to the pool.
         """
         if self._connection is None:
             connection = self.services.db.engine.connect()
             if connection.dialect.name == "postgresql":
+                connection = connection.execution_options(isolation_level="AUTOCOMMIT")
                 connection.exec_driver_sql("SET synchronous_commit TO off")
-                connection.commit()
+                connection.commit()  # ends SQLAlchemy's own (autobegun) transaction object
             self._connection = connection
         return self._connection
 

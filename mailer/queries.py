@@ -143,6 +143,12 @@ class _DriverSQL:
         self.insert_outbox = named(_INSERT_OUTBOX)
         self.record_outcome = named(_RECORD_OUTCOME)
         self.insert_attempt = named(_INSERT_ATTEMPT)
+        # PostgreSQL runs both in one statement (a data-modifying WITH): one round trip a
+        # message instead of two. SQLite has no INSERT inside WITH; it is a local call anyway.
+        self.record_with_attempt = (
+            named(f"WITH attempt AS ({_INSERT_ATTEMPT.strip()}) {_RECORD_OUTCOME.strip()}")
+            if dialect.name == "postgresql" else None
+        )
         self.insert_pause = named(_INSERT_PAUSE)
         self.time = UTCDateTime().bind_processor(dialect)
 
@@ -190,22 +196,26 @@ def insert_outbox(session: Session, *, kind: str, lead_id: int, recipient: str, 
     })
 
 
-def record_outcome(db: Session | Connection, *, row_id: int, worker: str, status: str, attempts: int,
-                   last_error: str | None, sent_at: datetime | None, retry_at: datetime | None,
-                   unknown_outcomes: int) -> None:
+def record_result(db: Session | Connection, *, row_id: int, worker: str, status: str, attempts: int,
+                  last_error: str | None, sent_at: datetime | None, retry_at: datetime | None,
+                  unknown_outcomes: int, attempt: dict | None) -> None:
+    """The outcome of one message (only while the row is still this worker's), and the attempt
+    (`now`, `code`, `reply`, `outcome`) unless nothing was attempted."""
     sql = _sql(db)
-    _connection(db).exec_driver_sql(sql.record_outcome, {
+    connection = _connection(db)
+    outcome = {
         "id": row_id, "worker": worker, "status": status, "attempts": attempts, "last_error": last_error,
         "sent_at": sql.time(sent_at), "retry_at": sql.time(retry_at), "unknown_outcomes": unknown_outcomes,
-    })
-
-
-def insert_attempt(db: Session | Connection, *, row_id: int, now: datetime, worker: str, code: int | None,
-                   reply: str, outcome: str) -> None:
-    sql = _sql(db)
-    _connection(db).exec_driver_sql(sql.insert_attempt, {
-        "id": row_id, "now": sql.time(now), "worker": worker, "code": code, "reply": reply, "outcome": outcome,
-    })
+    }
+    if attempt is None:
+        connection.exec_driver_sql(sql.record_outcome, outcome)
+        return
+    attempt = {**attempt, "now": sql.time(attempt["now"])}
+    if sql.record_with_attempt:
+        connection.exec_driver_sql(sql.record_with_attempt, {**outcome, **attempt})
+    else:
+        connection.exec_driver_sql(sql.record_outcome, outcome)
+        connection.exec_driver_sql(sql.insert_attempt, {"id": row_id, "worker": worker, **attempt})
 
 
 def renew_lease(db: Session | Connection, *, ids: list[int], worker: str, until: datetime) -> set[int]:
