@@ -238,6 +238,18 @@ def smtp_server():
 
 
 @pytest.fixture
+def redis_url() -> str:
+    """Database 15 of the local Redis, emptied for the test (rate limits shared by processes)."""
+    redis = pytest.importorskip("redis")
+    url = "redis://127.0.0.1:6379/15"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).flushdb()
+    except redis.ConnectionError as exc:
+        unavailable("redis", str(exc))
+    return url
+
+
+@pytest.fixture
 def chromium_path() -> str:
     path = os.environ.get("MAILER_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
     if not Path(path).exists():

@@ -6,7 +6,6 @@ import threading
 import time
 import uuid
 
-import pytest
 from sqlalchemy import select
 
 from mailer import create_app
@@ -15,7 +14,7 @@ from mailer.outbox import Sender
 from mailer.throttle import SendThrottle
 from mailer.transports.memory import MemoryTransport
 
-from conftest import Visitor, unavailable
+from conftest import Visitor
 
 
 def queue(services, clock, emails, priority=None):
@@ -25,17 +24,6 @@ def queue(services, clock, emails, priority=None):
     if priority is not None:
         with services.db.transaction() as session:
             session.execute(Outbox.__table__.update().where(Outbox.recipient.in_(emails)).values(priority=priority))
-
-
-@pytest.fixture
-def redis_url():
-    redis = pytest.importorskip("redis")
-    url = "redis://127.0.0.1:6379/15"
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=2).flushdb()
-    except redis.ConnectionError as exc:
-        unavailable("redis", str(exc))
-    return url
 
 
 def test_the_sending_rate_holds_across_workers_through_redis(make_services, sqlite_url, clock, redis_url):
