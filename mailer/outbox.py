@@ -87,6 +87,9 @@ class _Work:
     recipient: Recipient
 
 
+# How long a sender leaves the relay alone after it could not connect (or log in) at all.
+RELAY_PAUSE = timedelta(seconds=30)
+
 # Waits between tries to record a result while the database is unreachable (a restart): the
 # message went out, so the result must not be lost; ~60 s in all, capped at a third of the lease.
 RECORD_RETRY_DELAYS = (0.5, 1, 2, 4, 8, 15, 30)
@@ -102,6 +105,8 @@ class Sender:
         self.throttle = throttle  # a SendThrottle shared by the senders, or None: no rate limit
         self._stopping = threading.Event()
         self._lease_renewed_at = services.clock.now()
+        self._relay_unavailable_until = services.clock.now()
+        self._marketing_paused = False  # set for the rest of a batch by a 5.7.x refusal
         self._connection: Connection | None = None
 
     def stop(self) -> None:
@@ -115,10 +120,11 @@ class Sender:
     def dispatch(self, limit: int | None = None) -> DispatchReport:
         """Claim one batch of due rows and deliver it; return what happened."""
         report = DispatchReport()
-        if self._stopping.is_set():
-            return report
         services = self.services
         now = services.clock.now()
+        if self._stopping.is_set() or now < self._relay_unavailable_until:
+            return report
+        self._marketing_paused = False  # the claim itself leaves paused marketing alone
         with services.db.transaction() as session:
             ids = queries.claim_due(
                 session, now=now, lease_until=now + self.lease, worker=self.worker,
@@ -131,20 +137,34 @@ class Sender:
         try:
             self.transport.open()
         except DeliveryError as exc:
-            for item in work:
-                self._record_failure(item, exc, report)
+            # The relay, not any message, is the problem (down, refusing us, a wrong password):
+            # no attempt counts against the mail; give the batch back and wait a little.
+            log.error("cannot connect to the mail relay: %s; retrying in %s s", exc, RELAY_PAUSE.seconds)
+            self._relay_unavailable_until = now + RELAY_PAUSE
+            self._release(work, report)
+            self._close_bookkeeping()
             return report
+        position = 0
         try:
             lost: set[int] = set()
             for position, item in enumerate(work):
                 if self._stopping.is_set() or not self._await_turn(item):
                     self._release(work[position:], report)
                     break
+                if self._marketing_paused and item.priority >= MARKETING_PRIORITY:
+                    continue  # a 5.7.x in this batch paused marketing: leave the row to release below
                 lost |= self._keep_claim(work[position:])
                 if item.id not in lost:
                     self._deliver(item, report)
+        except BaseException:
+            # Whatever went wrong (the rate-limit store is down, say), the rows not yet handled
+            # go back to the queue now rather than waiting out the lease.
+            self._release_quietly(work[position + 1:], report)
+            raise
         finally:
             self.transport.close()
+            if self._marketing_paused:
+                self._release_quietly([i for i in work if i.priority >= MARKETING_PRIORITY], report)
             self._close_bookkeeping()
         return report
 
@@ -281,6 +301,7 @@ class Sender:
         self._write(write, atomic=blame is not None)
         report.count(status, f"{item.recipient.email}: {code or '-'} {reply}")
         if blame is retry.Blame.SENDER:
+            self._marketing_paused = True
             log.error("marketing mail paused: the relay refused us (%s %s); `mailer outbox resume` "
                       "when the cause is fixed", code, reply)
 
@@ -345,4 +366,13 @@ class Sender:
 
     def _release(self, items: list[_Work], report: DispatchReport) -> None:
         ids = [item.id for item in items]
-        report.released += self._write(lambda db: queries.release(db, ids, self.worker))
+        if ids:
+            report.released += self._write(lambda db: queries.release(db, ids, self.worker))
+
+    def _release_quietly(self, items: list[_Work], report: DispatchReport) -> None:
+        """Release on the way out of an error: only rows still claimed by us are touched, and a
+        failure here leaves them to their lease rather than hiding the original error."""
+        try:
+            self._release(items, report)
+        except Exception:
+            log.exception("could not give %d claimed row(s) back; their lease will", len(items))

@@ -28,16 +28,15 @@ def state(services):
     return rows, tried
 
 
-def test_a_421_greeting_defers_the_batch_and_the_next_pass_delivers(make_services, database_url, clock,
-                                                                    faulty_smtp):
+def test_a_421_greeting_gives_the_batch_back_and_a_later_pass_delivers(make_services, database_url, clock,
+                                                                       faulty_smtp):
     services, sender = setup(make_services, database_url, clock, faulty_smtp, "a@example.nl", "b@example.nl")
     faulty_smtp.greet_with("421 4.3.2 Service not available", times=1)
-    assert sender.dispatch().deferred == 2
+    assert sender.dispatch().released == 2  # the relay's trouble: no attempt counts against the mail
     clock.advance(seconds=31)
     assert sender.dispatch().sent == 2
     rows, tried = state(services)
-    assert [r.status for r in rows] == ["sent", "sent"]
-    assert [t.code for t in tried[:2]] == [421, 421] and "Service not available" in tried[0].reply
+    assert [(r.status, r.attempts) for r in rows] == [("sent", 1), ("sent", 1)]
 
 
 def test_a_temporary_refusal_after_data_is_retried_with_growing_delays(make_services, database_url, clock,
@@ -97,3 +96,53 @@ def test_a_reply_slower_than_the_timeout_is_an_unknown_outcome(make_services, da
     assert sender.dispatch().deferred == 1
     rows, tried = state(services)
     assert tried[0].outcome == "unknown" and rows[0].unknown_outcomes == 1
+
+
+def test_a_relay_that_refuses_the_connection_fails_no_mail(make_services, database_url, clock, faulty_smtp):
+    services, sender = setup(make_services, database_url, clock, faulty_smtp, "a@example.nl", "b@example.nl")
+    faulty_smtp.greet_with("554 5.7.1 Host blocked", times=1)
+    report = sender.dispatch()
+    assert report.handled == 0 and report.released == 2
+    rows, tried = state(services)
+    assert [(r.status, r.attempts) for r in rows] == [("queued", 0), ("queued", 0)]
+    assert sender.dispatch().handled == 0  # the sender leaves the relay alone for a while
+    clock.advance(seconds=31)
+    assert sender.dispatch().sent == 2
+
+
+def test_a_sender_policy_refusal_stops_the_marketing_rest_of_the_batch(make_services, database_url, clock,
+                                                                        faulty_smtp):
+    from mailer.models import MARKETING_PRIORITY
+
+    emails = [f"m{n}@example.nl" for n in range(4)]
+    services, sender = setup(make_services, database_url, clock, faulty_smtp, *emails)
+    with services.db.transaction() as session:
+        session.execute(Outbox.__table__.update().values(priority=MARKETING_PRIORITY))
+    faulty_smtp.at_rcpt("m0@example.nl", "554 5.7.1 Sender address rejected: policy")
+    report = sender.dispatch()
+    assert (report.failed, report.released) == (1, 3)
+    rows, _ = state(services)
+    assert [r.status for r in rows] == ["failed", "queued", "queued", "queued"]
+
+
+def test_an_error_outside_delivery_gives_the_rest_of_the_batch_back(make_services, database_url, clock,
+                                                                     faulty_smtp):
+    services, sender = setup(make_services, database_url, clock, faulty_smtp, "x@example.nl", "y@example.nl",
+                             "z@example.nl")
+
+    class BrokenStore:
+        calls = 0
+
+        def try_acquire(self):
+            BrokenStore.calls += 1
+            if BrokenStore.calls == 2:
+                raise ConnectionError("rate-limit store unreachable")
+            return 0.0
+
+    sender.throttle = BrokenStore()
+    try:
+        sender.dispatch()
+    except ConnectionError:
+        pass
+    rows, _ = state(services)
+    assert [r.status for r in rows] == ["sent", "sending", "queued"]  # in hand: left to its lease
