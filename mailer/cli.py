@@ -100,10 +100,10 @@ def outbox_list(statuses: tuple[str, ...], limit: int, as_json: bool) -> None:
         click.echo(f"no rows in {', '.join(statuses)}", err=True)
 
 
-@outbox.command("retry", help="Put failed (or cancelled) mail back in the queue.\n\n"
+@outbox.command("retry", help="Put failed (or, by id, cancelled) mail back in the queue.\n\n"
                               "Examples: mailer outbox retry 12 15; mailer outbox retry --all-failed")
 @click.argument("ids", nargs=-1, type=int)
-@click.option("--all-failed", is_flag=True, help="Every failed and cancelled row.")
+@click.option("--all-failed", is_flag=True, help="Every failed row (cancelled rows only by id; never an undeliverable address).")
 def outbox_retry(ids: tuple[int, ...], all_failed: bool) -> None:
     from .clock import utcnow
     from .outbox_admin import requeue

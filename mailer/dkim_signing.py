@@ -8,10 +8,8 @@ from pathlib import Path
 
 from .errors import SettingsError
 
-# Signed when present; From is required by RFC 6376. List-* headers are signed so that a
-# forwarder cannot add or alter an unsubscribe link without breaking the signature.
-SIGNED_HEADERS = [b"from", b"to", b"subject", b"date", b"message-id", b"mime-version", b"content-type",
-                  b"reply-to", b"list-id", b"list-unsubscribe", b"list-unsubscribe-post"]
+# Signed when present; From is required by RFC 6376.
+SIGNED_HEADERS = [b"from", b"to", b"subject", b"date", b"message-id", b"mime-version", b"content-type"]
 
 
 @dataclass(frozen=True)
@@ -28,15 +26,18 @@ class DKIMSigner:
             key = key_file.read_bytes()
         except OSError as exc:
             raise SettingsError(f"MAILER_DKIM_KEY_FILE: cannot read {key_file}: {exc.strerror}") from None
-        if b"PRIVATE KEY" not in key:
-            raise SettingsError(f"MAILER_DKIM_KEY_FILE: {key_file} is not a PEM private key")
-        return cls(selector, domain, key)
+        signer = cls(selector, domain, key)
+        try:  # a key dkimpy cannot use must stop the start, not fail every mail later
+            signer.sign(b"From: a@" + domain.encode() + b"\r\nSubject: test\r\n\r\nbody\r\n")
+        except Exception as exc:
+            raise SettingsError(f"MAILER_DKIM_KEY_FILE: {key_file} cannot sign: {exc}") from None
+        return signer
 
-    def sign(self, message: bytes) -> bytes:
-        """The message with a DKIM-Signature header in front."""
+    def sign(self, message: bytes, domain: str | None = None) -> bytes:
+        """The message with a DKIM-Signature header in front, for `domain` (default: ours)."""
         import dkim
 
-        header = dkim.sign(message, self.selector.encode(), self.domain.encode(), self.private_key,
+        header = dkim.sign(message, self.selector.encode(), (domain or self.domain).encode(), self.private_key,
                            include_headers=[h for h in SIGNED_HEADERS if _has_header(message, h)])
         return header + message
 

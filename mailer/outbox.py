@@ -207,7 +207,9 @@ class Sender:
                 message_id=item.message_id, date=services.clock.now(),
             )
             if services.dkim is not None:
-                data = services.dkim.sign(data)
+                # Sign for the domain of this message's From (DMARC alignment), unless one was set.
+                domain = None if settings.dkim_domain else envelope_sender(sender).rpartition("@")[2]
+                data = services.dkim.sign(data, domain)
             envelope = Envelope(envelope_sender(sender), (item.recipient.email,), data, item.message_id)
             self.transport.send_messages([envelope])
         except DeliveryError as exc:
@@ -217,7 +219,9 @@ class Sender:
             log.exception("outbox row %s cannot be sent", item.id)
             self._record(item, OutboxStatus.FAILED, None, f"{type(exc).__name__}: {exc}", report)
             return
-        self._record(item, OutboxStatus.SENT, 250, "accepted", report)
+        # The relay's own words (its queue id, usually) where the transport has them.
+        code, text = getattr(self.transport, "last_reply", None) or (250, "accepted")
+        self._record(item, OutboxStatus.SENT, code, text, report)
         if services.settings.log_mail:
             log.info("mail to %s: %s\n\n%s", item.recipient.email, mail.subject, mail.text)
 
@@ -274,7 +278,7 @@ class Sender:
     def _record(self, item: _Work, status: OutboxStatus, code: int | None, reply: str,
                 report: DispatchReport, *, retry_at: datetime | None = None, blame: retry.Blame | None = None,
                 unknown: bool = False, attempted: bool = True) -> None:
-        """Write one attempt and its outcome in one transaction, and extend the lease on the rest.
+        """Write one attempt and its outcome together.
 
         The outcome is written only while the row is still ours: if our lease ran out and
         another worker claimed the row, its result stands and ours is kept as an attempt.
@@ -342,10 +346,15 @@ class Sender:
         """
         if self._connection is None:
             connection = self.services.db.engine.connect()
-            if connection.dialect.name == "postgresql":
-                connection = connection.execution_options(isolation_level="AUTOCOMMIT")
-                connection.exec_driver_sql("SET synchronous_commit TO off")
-                connection.commit()  # ends SQLAlchemy's own (autobegun) transaction object
+            try:
+                if connection.dialect.name == "postgresql":
+                    connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+                    connection.exec_driver_sql("SET synchronous_commit TO off")
+                    connection.commit()  # ends SQLAlchemy's own (autobegun) transaction object
+            except BaseException:
+                connection.invalidate()
+                connection.close()
+                raise
             self._connection = connection
         return self._connection
 

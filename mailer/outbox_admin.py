@@ -9,9 +9,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from . import queries
-from .models import Outbox, OutboxStatus, Pause
+from .models import Lead, LeadStatus, Outbox, OutboxStatus, Pause
 
-RETRYABLE = (OutboxStatus.FAILED, OutboxStatus.CANCELLED)
+RETRYABLE = (OutboxStatus.FAILED, OutboxStatus.CANCELLED)  # cancelled ones only when named by id
 CANCELLABLE = (OutboxStatus.QUEUED, OutboxStatus.DEFERRED, OutboxStatus.FAILED)
 
 
@@ -33,15 +33,19 @@ def rows(session: Session, statuses: list[str], limit: int) -> list[Outbox]:
 
 
 def requeue(session: Session, ids: list[int] | None, now: datetime) -> int:
-    """Put failed or cancelled rows back in the queue (all of them when `ids` is None).
+    """Put rows back in the queue: the named failed or cancelled ones, or (`ids` None) every
+    failed one. Never mail for an address proved undeliverable.
 
-    Attempts are kept (the history stays readable); the retry policy's clock restarts.
+    Attempts and unknown outcomes are kept (the history stays readable, and a mail that may
+    already have arrived twice is not tried a third time); the retry policy's clock restarts.
     """
-    statement = update(Outbox).where(Outbox.status.in_(RETRYABLE))
-    if ids is not None:
-        statement = statement.where(Outbox.id.in_(ids))
-    return session.execute(statement.values(
-        status=OutboxStatus.QUEUED.value, queued_at=now, next_attempt_at=now, unknown_outcomes=0,
+    if ids is None:
+        statement = update(Outbox).where(Outbox.status == OutboxStatus.FAILED)
+    else:
+        statement = update(Outbox).where(Outbox.status.in_(RETRYABLE), Outbox.id.in_(ids))
+    undeliverable = select(Lead.id).where(Lead.status == LeadStatus.UNDELIVERABLE)
+    return session.execute(statement.where(Outbox.lead_id.not_in(undeliverable)).values(
+        status=OutboxStatus.QUEUED.value, queued_at=now, next_attempt_at=now,
     )).rowcount
 
 

@@ -11,15 +11,18 @@ import binascii
 from dataclasses import dataclass
 from datetime import datetime
 from email.header import Header
+from email.headerregistry import Address
+from email.policy import SMTP
 from email.utils import format_datetime, formataddr, parseaddr
 from functools import lru_cache
 from pathlib import Path
 
 import css_inline
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateError, select_autoescape
 from markupsafe import escape
 
 from .content import Content
+from .errors import ContentError
 from .links import Links
 from .models import MailKind
 
@@ -79,6 +82,16 @@ class MailRenderer:
         html = prepared.html.replace(NAME_MARK, str(escape(name))).replace(LINK_MARK, str(escape(link)))
         return RenderedMail(prepared.subject, text, html)
 
+    def check(self) -> None:
+        """Prepare every mail of every magnet now, so a broken template stops the start-up
+        with its name, instead of failing each mail later."""
+        for slug in self.content.magnets:
+            for kind in MailKind:
+                try:
+                    self._prepare(kind, slug)
+                except (TemplateError, ValueError) as exc:
+                    raise ContentError(f"templates/mail/{kind}.html or .txt (magnet {slug}): {exc}") from None
+
     def _prepare(self, kind: str, magnet_slug: str) -> _Prepared:
         magnet = self.content.magnets[magnet_slug]
         if kind == MailKind.CONFIRM:
@@ -129,7 +142,7 @@ def build_message(
     headers = (
         f"Date: {format_datetime(date)}\r\n"
         f"From: {_from_header(sender)}\r\n"
-        f"To: {_one_line(formataddr((recipient.first_name, recipient.email), 'utf-8'))}\r\n"
+        f"To: {_to_header(recipient.first_name, recipient.email)}\r\n"
         f"Subject: {_subject(mail.subject)}\r\n"
         f"Message-ID: {_one_line(message_id)}\r\n"
         "MIME-Version: 1.0\r\n"
@@ -156,6 +169,16 @@ def _part(subtype: str, body: str) -> bytes:
 @lru_cache(maxsize=16)  # one or two senders, each for thousands of messages
 def _from_header(sender: str) -> str:
     return _one_line(formataddr(parseaddr(sender), "utf-8"))
+
+
+def _to_header(name: str, address: str) -> str:
+    """The recipient with their name; a non-ASCII name as RFC 2047 words folded within 78."""
+    if not name or name.isascii():
+        return _one_line(formataddr((name, address)))
+    # The email package's modern folder gets encoded words right; only these names pay for it.
+    local, _, domain = address.rpartition("@")
+    header = SMTP.header_factory("To", Address(display_name=_one_line(name), username=local, domain=domain))
+    return header.fold(policy=SMTP).split(":", 1)[1].strip()
 
 
 @lru_cache(maxsize=256)  # a handful of subjects, each encoded for thousands of messages

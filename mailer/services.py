@@ -58,13 +58,15 @@ def build_services(settings: Settings | None = None, clock=None, defaults: dict[
     clock = clock or SystemClock()
     signer = Signer(settings.secret_keys, clock)
     links = Links(settings.base_url, signer)
+    renderer = MailRenderer(TEMPLATES, content, links, settings.confirm_max_age_days)
+    renderer.check()
     return Services(
         settings=settings,
         db=Database(settings.database_url, settings.sqlite_busy_timeout_ms),
         content=content,
         signer=signer,
         links=links,
-        renderer=MailRenderer(TEMPLATES, content, links, settings.confirm_max_age_days),
+        renderer=renderer,
         funnel=Funnel(
             mail_domain=parseaddr(settings.mail_from)[1].rpartition("@")[2],
             mails_per_day=settings.confirm_mails_per_day,

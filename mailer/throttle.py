@@ -20,11 +20,14 @@ class SendThrottle:
         self.relay = relay
 
     def try_acquire(self) -> float:
-        """Take one sending slot and return 0, or return the seconds until one frees up."""
+        """Take one sending slot and return 0, or return the seconds until one frees up.
+
+        hit() takes the slot atomically in the store, so two workers cannot both pass on the
+        last one. With several limits a refused later one may leave an earlier one counted:
+        that errs on the slow side, never the fast one.
+        """
         for limit in self.limits:
-            if not self.limiter.test(limit, "send", self.relay):
+            if not self.limiter.hit(limit, "send", self.relay):
                 reset = self.limiter.get_window_stats(limit, "send", self.relay).reset_time
                 return max(reset - time.time(), 0.01)
-        for limit in self.limits:
-            self.limiter.hit(limit, "send", self.relay)
         return 0.0

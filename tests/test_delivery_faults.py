@@ -146,3 +146,10 @@ def test_an_error_outside_delivery_gives_the_rest_of_the_batch_back(make_service
         pass
     rows, _ = state(services)
     assert [r.status for r in rows] == ["sent", "sending", "queued"]  # in hand: left to its lease
+
+
+def test_a_delivered_mail_keeps_the_relays_own_answer(make_services, database_url, clock, faulty_smtp):
+    services, sender = setup(make_services, database_url, clock, faulty_smtp, "ok@example.nl")
+    assert sender.dispatch().sent == 1
+    _, tried = state(services)
+    assert tried[0].code == 250 and tried[0].reply != "accepted"  # aiosmtpd's "OK" (a queue id elsewhere)

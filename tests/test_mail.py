@@ -88,3 +88,36 @@ def test_the_message_parses_without_defects_and_survives_hostile_values():
     assert message["Bcc"] is None  # the name could not add a header
     assert message.get_body(("plain",)).get_content().replace("\r\n", "\n") == mail.text
     assert message.get_body(("html",)).get_content().replace("\r\n", "\n").rstrip("\n") == mail.html
+
+
+def test_a_long_non_ascii_name_is_folded_within_the_line_limit():
+    from mailer.rendering import RenderedMail
+
+    name = "Zoë-Émilie van der Straaten-Goedhart de Ruyter ten Brink " * 2
+    data = build_message(sender="Trainingsbureau <guide@example.nl>",
+                         recipient=Recipient(1, "zoe@example.nl", name.strip()),
+                         mail=RenderedMail("Onderwerp", "tekst\n", "<p>tekst</p>"),
+                         message_id="<m@example.nl>", date=datetime(2026, 12, 1, tzinfo=timezone.utc))
+    head = data.split(b"\r\n\r\n", 1)[0]
+    assert all(len(line) <= 78 for line in head.split(b"\r\n"))
+    to = message_from_bytes(data, policy=policy.default)["To"]
+    assert to.addresses[0].display_name == name.strip() and to.addresses[0].addr_spec == "zoe@example.nl"
+
+
+def test_a_broken_mail_template_stops_the_start_with_its_name(tmp_path, sqlite_url):
+    import shutil
+
+    from mailer.content import load_content
+    from mailer.errors import ContentError
+    from mailer.links import Links
+    from mailer.rendering import MailRenderer
+    from mailer.settings import PROJECT_ROOT
+    from mailer.tokens import Signer
+
+    templates = tmp_path / "templates"
+    shutil.copytree(PROJECT_ROOT / "templates", templates)
+    (templates / "mail" / "guide.html").write_text("{% extends '_layout.html' %}{% block body %}{{ nope }}{% endblock %}")
+    content = load_content(PROJECT_ROOT / "content")
+    renderer = MailRenderer(templates, content, Links("https://x.example.nl", Signer(("k" * 20,), None)), 7)
+    with pytest.raises(ContentError, match="templates/mail/guide.html .*'nope' is undefined"):
+        renderer.check()

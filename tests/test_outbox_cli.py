@@ -82,3 +82,15 @@ def test_cancel_and_resume(operator):
     assert "marketing mail resumed" in operator("resume").output
     assert "was not paused" in operator("resume").output
     assert "PAUSED" not in operator().output
+
+
+def test_retry_all_failed_leaves_cancelled_mail_and_undeliverable_addresses_alone(operator, smtp_server):
+    from mailer.models import Lead
+
+    failed = {json.loads(line)["recipient"]: json.loads(line)["id"]
+              for line in operator("list", "--status", "failed", "--json").output.splitlines()}
+    operator("cancel", str(failed["vol@example.nl"]))
+    with operator.services.db.transaction() as session:
+        session.execute(Lead.__table__.update().where(Lead.email == "beleid@example.nl").values(status="undeliverable"))
+    assert "0 row(s) queued again" in operator("retry", "--all-failed").output
+    assert "1 row(s) queued again" in operator("retry", str(failed["vol@example.nl"])).output  # cancelled, by id

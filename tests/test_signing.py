@@ -53,9 +53,12 @@ def test_mail_is_signed_and_the_signature_verifies(make_services, sqlite_url, cl
 def test_dkim_settings_go_together_and_name_themselves(make_services, sqlite_url, tmp_path):
     with pytest.raises(SettingsError, match="MAILER_DKIM_SELECTOR and MAILER_DKIM_KEY_FILE go together"):
         make_services(sqlite_url, MAILER_DKIM_SELECTOR="s1")
-    (tmp_path / "not-a-key.pem").write_text("hello")
-    with pytest.raises(SettingsError, match="MAILER_DKIM_KEY_FILE: .* is not a PEM private key"):
-        make_services(sqlite_url, MAILER_DKIM_SELECTOR="s1", MAILER_DKIM_KEY_FILE=str(tmp_path / "not-a-key.pem"))
+    for text in ("hello", "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n"):
+        (tmp_path / "not-a-key.pem").write_text(text)
+        with pytest.raises(SettingsError, match="MAILER_DKIM_KEY_FILE: .* cannot sign"):
+            make_services(sqlite_url, MAILER_DKIM_SELECTOR="s1", MAILER_DKIM_KEY_FILE=str(tmp_path / "not-a-key.pem"))
+    with pytest.raises(SettingsError, match="MAILER_DKIM_KEY_FILE: cannot read"):
+        make_services(sqlite_url, MAILER_DKIM_SELECTOR="s1", MAILER_DKIM_KEY_FILE=str(tmp_path / "missing.pem"))
 
 
 def test_marketing_mail_can_come_from_its_own_address(make_services, sqlite_url, clock):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import smtplib
 import socket
 import ssl
@@ -15,11 +16,17 @@ class SMTPTransport:
     def __init__(self, mail: MailURL):
         self.mail = mail
         self.connection: smtplib.SMTP | None = None
+        self.held = False  # opened by the caller: keep (and re-open) it across send_messages calls
+        self.last_reply: tuple[int, str] | None = None  # the server's answer to the last message
         # Built once: loading the CA certificates costs ~40 ms, too much for every connection.
         self.tls = ssl.create_default_context(cafile=mail.cafile) if mail.scheme != "smtp" else None
 
     def open(self) -> bool:
         """Connect if not connected; return True only when this call opened the connection."""
+        self.held = True
+        return self._connect_if_needed()
+
+    def _connect_if_needed(self) -> bool:
         if self.connection is not None:
             return False
         try:
@@ -48,6 +55,7 @@ class SMTPTransport:
         return conn
 
     def close(self) -> None:
+        self.held = False
         if self.connection is None:
             return
         try:
@@ -58,12 +66,13 @@ class SMTPTransport:
             self.connection = None
 
     def send_messages(self, messages: list[Envelope]) -> int:
-        opened = self.open()
+        temporary = not self.held
+        self._connect_if_needed()  # also after a broken connection inside a held batch
         try:
             for envelope in messages:
                 self._send(envelope)
         finally:
-            if opened:
+            if temporary:
                 self.close()
         return len(messages)
 
@@ -79,15 +88,19 @@ class SMTPTransport:
             self._drop()  # the connection may be unusable now; the next message gets a fresh one
             raise _delivery_error(exc) from exc
         try:
-            reply = conn.data(envelope.data)  # returns the final reply; raises only if DATA itself is refused
-        except smtplib.SMTPResponseException as exc:
-            self._reset()
-            raise DeliveryError(exc.smtp_code, _text(exc.smtp_error)) from exc
+            self._expect(conn.docmd("data"), (354,))  # nothing sent yet: a refusal here is a plain one
+        except (smtplib.SMTPException, OSError) as exc:
+            self._drop()
+            raise _delivery_error(exc) from exc
+        try:
+            conn.send(_dot_stuffed(envelope.data))
+            reply = conn.getreply()
         except (smtplib.SMTPException, OSError) as exc:
             # The data went out and the answer never came: the server may have taken it.
             self._drop()
             raise DeliveryError(None, f"no answer after the message data: {exc}", unknown=True) from exc
         self._expect(reply, (250,))
+        self.last_reply = (reply[0], _text(reply[1]))
 
     def _expect(self, reply: tuple[int, bytes], good: tuple[int, ...]) -> None:
         code, text = reply
@@ -108,6 +121,14 @@ class SMTPTransport:
                 self.connection.close()
             finally:
                 self.connection = None
+
+
+def _dot_stuffed(data: bytes) -> bytes:
+    """The message as DATA carries it (RFC 5321 4.5.2): leading dots doubled, ended by CRLF.CRLF."""
+    stuffed = re.sub(rb"(?m)^\.", b"..", data)
+    if not stuffed.endswith(b"\r\n"):
+        stuffed += b"\r\n"
+    return stuffed + b".\r\n"
 
 
 def _text(raw) -> str:
