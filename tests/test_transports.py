@@ -192,3 +192,34 @@ def test_implicit_tls_delivers(certificate):
         assert len(sink.messages) == 2
     finally:
         controller.stop()
+
+
+def test_a_relay_that_offers_pipelining_gets_mail_rcpt_and_data_in_one_write():
+    from aiosmtpd.controller import Controller
+
+    from conftest import SMTPSink, free_port
+
+    class PipeliningSink(SMTPSink):
+        async def handle_EHLO(self, server, session, envelope, hostname, responses):
+            session.host_name = hostname
+            return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+    port = free_port()
+    sink = PipeliningSink("127.0.0.1", port)
+    sink.replies["lezer2@example.nl"] = "550 5.1.1 No such user"
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        transport = make_transport(MailURL("smtp", host="127.0.0.1", port=port, timeout=5))
+        transport.open()
+        assert transport.connection.has_extn("pipelining")
+        transport.send_messages([envelope(1)])
+        with pytest.raises(DeliveryError) as caught:
+            transport.send_messages([envelope(2)])
+        assert caught.value.code == 550 and not caught.value.unknown
+        transport.send_messages([envelope(3)])  # the same connection carries on after the refusal
+        transport.close()
+    finally:
+        controller.stop()
+    assert [e.rcpt_tos for e in sink.messages] == [["lezer1@example.nl"], ["lezer3@example.nl"]]
+    assert len(set(sink.peers)) == 1

@@ -77,20 +77,20 @@ class SMTPTransport:
         return len(messages)
 
     def _send(self, envelope: Envelope) -> None:
-        """MAIL, RCPT, DATA step by step (not sendmail()), to know when an outcome is unknown."""
+        """MAIL, RCPT and DATA (not sendmail()), to know when an outcome is unknown: a refusal
+        or a drop before the server's 354 is a plain failure, a drop after the data is not."""
         conn = self.connection
         assert conn is not None
         try:
-            self._expect(conn.mail(envelope.sender), (250,))
-            for recipient in envelope.recipients:
-                self._expect(conn.rcpt(recipient), (250, 251))
+            if conn.has_extn("pipelining"):
+                self._envelope_pipelined(conn, envelope)
+            else:
+                self._expect(conn.mail(envelope.sender), (250,))
+                for recipient in envelope.recipients:
+                    self._expect(conn.rcpt(recipient), (250, 251))
+                self._expect(conn.docmd("data"), (354,))
         except (smtplib.SMTPException, OSError) as exc:
             self._drop()  # the connection may be unusable now; the next message gets a fresh one
-            raise _delivery_error(exc) from exc
-        try:
-            self._expect(conn.docmd("data"), (354,))  # nothing sent yet: a refusal here is a plain one
-        except (smtplib.SMTPException, OSError) as exc:
-            self._drop()
             raise _delivery_error(exc) from exc
         try:
             conn.send(_dot_stuffed(envelope.data))
@@ -101,6 +101,20 @@ class SMTPTransport:
             raise DeliveryError(None, f"no answer after the message data: {exc}", unknown=True) from exc
         self._expect(reply, (250,))
         self.last_reply = (reply[0], _text(reply[1]))
+
+    def _envelope_pipelined(self, conn: smtplib.SMTP, envelope: Envelope) -> None:
+        """MAIL, RCPT and DATA in one write, then their replies (RFC 2920): two round trips
+        fewer per message. Addresses are ASCII (the signup form insists)."""
+        commands = [f"MAIL FROM:<{envelope.sender}>", *(f"RCPT TO:<{r}>" for r in envelope.recipients), "DATA"]
+        conn.send(("\r\n".join(commands) + "\r\n").encode("ascii"))
+        replies = [conn.getreply() for _ in commands]
+        expected = [(250,), *([(250, 251)] * len(envelope.recipients)), (354,)]
+        for reply, good in zip(replies, expected):
+            if reply[0] not in good:
+                if replies[-1][0] == 354:  # DATA was taken after all: end it empty, then start over
+                    conn.send(b".\r\n")
+                    conn.getreply()
+                self._expect(reply, good)
 
     def _expect(self, reply: tuple[int, bytes], good: tuple[int, ...]) -> None:
         code, text = reply
