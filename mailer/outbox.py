@@ -14,8 +14,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Callable, TypeVar
 from email.utils import make_msgid
+from typing import Callable, TypeVar
 
 from sqlalchemy import Connection, select
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -31,6 +31,7 @@ from .transports import Envelope, Transport
 
 log = logging.getLogger("mailer.outbox")
 T = TypeVar("T")
+
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -58,11 +59,11 @@ class DispatchReport:
     def handled(self) -> int:
         return self.sent + self.deferred + self.failed + self.cancelled
 
-    def count(self, status: OutboxStatus, error: str) -> None:
-        """Count one outcome; keep the error line of anything not sent."""
+    def count(self, status: OutboxStatus, recipient: str, code: int | None, reply: str) -> None:
+        """Count one outcome; keep a line on anything not sent."""
         setattr(self, status.value, getattr(self, status.value) + 1)  # sent, deferred, failed, cancelled
         if status is not OutboxStatus.SENT:
-            self.errors.append(error)
+            self.errors.append(f"{recipient}: {code or '-'} {reply}")
 
     def add(self, other: "DispatchReport") -> None:
         for name in ("sent", "deferred", "failed", "cancelled", "released"):
@@ -85,6 +86,10 @@ class _Work:
     unknown_outcomes: int
     queued_at: datetime
     recipient: Recipient
+
+    @property
+    def marketing(self) -> bool:
+        return self.priority >= MARKETING_PRIORITY
 
 
 # How long a sender leaves the relay alone after it could not connect (or log in) at all.
@@ -151,9 +156,9 @@ class Sender:
                 if self._stopping.is_set() or not self._await_turn(item):
                     self._release(work[position:], report)
                     break
-                if self._marketing_paused and item.priority >= MARKETING_PRIORITY:
+                if self._marketing_paused and item.marketing:
                     continue  # a 5.7.x in this batch paused marketing: leave the row to release below
-                lost |= self._keep_claim(work[position:])
+                lost |= self._keep_claim(work, position)
                 if item.id not in lost:
                     self._deliver(item, report)
         except BaseException:
@@ -164,7 +169,7 @@ class Sender:
         finally:
             self.transport.close()
             if self._marketing_paused:
-                self._release_quietly([i for i in work if i.priority >= MARKETING_PRIORITY], report)
+                self._release_quietly([i for i in work if i.marketing], report)
             self._close_bookkeeping()
         return report
 
@@ -198,8 +203,7 @@ class Sender:
             self._record(item, OutboxStatus.CANCELLED, None, expired, report, attempted=False)
             return
         settings = services.settings
-        marketing = item.priority >= MARKETING_PRIORITY
-        sender = settings.marketing_from if marketing and settings.marketing_from else settings.mail_from
+        sender = settings.marketing_from if item.marketing and settings.marketing_from else settings.mail_from
         try:
             mail = services.renderer.render(item.kind, item.recipient, item.magnet)
             data = build_message(
@@ -225,14 +229,14 @@ class Sender:
         if services.settings.log_mail:
             log.info("mail to %s: %s\n\n%s", item.recipient.email, mail.subject, mail.text)
 
-    def _keep_claim(self, rest: list[_Work]) -> set[int]:
-        """Renew the lease on the rest of the batch once a quarter lease has passed; return the
-        ids that are no longer ours (our lease ran out and another worker took them): those
-        are skipped, so only a message already in flight can ever go out twice."""
+    def _keep_claim(self, work: list[_Work], position: int) -> set[int]:
+        """Renew the lease on the rest of the batch (from `position`) once a quarter lease has
+        passed; return the ids that are no longer ours (our lease ran out and another worker
+        took them): those are skipped, so only a message already in flight can go out twice."""
         now = self.services.clock.now()
         if now - self._lease_renewed_at <= self.lease / 4:
             return set()
-        ids = [item.id for item in rest]
+        ids = [item.id for item in work[position:]]
         mine = self._write(lambda db: queries.renew_lease(db, ids=ids, worker=self.worker, until=now + self.lease))
         self._lease_renewed_at = now
         if len(mine) < len(ids):
@@ -248,7 +252,7 @@ class Sender:
         if self.throttle is None:
             return True
         while (wait := self.throttle.try_acquire()) > 0:
-            if item.priority >= MARKETING_PRIORITY or wait > self.lease.total_seconds() / 3:
+            if item.marketing or wait > self.lease.total_seconds() / 3:
                 return False
             if self._stopping.wait(wait):
                 return False
@@ -264,7 +268,7 @@ class Sender:
 
     def _record_failure(self, item: _Work, exc: DeliveryError, report: DispatchReport) -> None:
         settings = self.services.settings
-        policy = settings.retry_transactional if item.priority < MARKETING_PRIORITY else settings.retry_marketing
+        policy = settings.retry_marketing if item.marketing else settings.retry_transactional
         decision = retry.decide(
             exc.code, exc.text, attempts=item.attempts + 1, unknown_before=item.unknown_outcomes,
             unknown=exc.unknown, queued_at=item.queued_at, now=self.services.clock.now(), policy=policy,
@@ -303,7 +307,7 @@ class Sender:
         # A plain result is one statement on PostgreSQL; with a blame it is several, and those
         # must commit together.
         self._write(write, atomic=blame is not None)
-        report.count(status, f"{item.recipient.email}: {code or '-'} {reply}")
+        report.count(status, item.recipient.email, code, reply)
         if blame is retry.Blame.SENDER:
             self._marketing_paused = True
             log.error("marketing mail paused: the relay refused us (%s %s); `mailer outbox resume` "

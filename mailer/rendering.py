@@ -72,11 +72,8 @@ class MailRenderer:
     def render(self, kind: str, recipient: Recipient, magnet_slug: str) -> RenderedMail:
         """Subject, text and HTML for one recipient; the name is HTML-escaped in the HTML part."""
         prepared = self._prepared.get((kind, magnet_slug)) or self._prepare(kind, magnet_slug)
-        magnet = self.content.magnets[magnet_slug]
-        if kind == MailKind.CONFIRM:
-            link = self.links.confirm(recipient.lead_id, magnet.slug, recipient.email)
-        else:
-            link = self.links.download(recipient.lead_id, magnet.slug, recipient.email)
+        make_link = self.links.confirm if kind == MailKind.CONFIRM else self.links.download
+        link = make_link(recipient.lead_id, magnet_slug, recipient.email)
         name = recipient.first_name or "daar"
         text = prepared.text.replace(NAME_MARK, name).replace(LINK_MARK, link)
         html = prepared.html.replace(NAME_MARK, str(escape(name))).replace(LINK_MARK, str(escape(link)))

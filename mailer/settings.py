@@ -75,7 +75,7 @@ class Settings:
     @property
     def embedded(self) -> bool:
         """True when running on a SQLite file: one machine, one process that does everything."""
-        return self.database_url.startswith("sqlite")
+        return _is_embedded(self.database_url)
 
     @property
     def is_https(self) -> bool:
@@ -104,7 +104,7 @@ def _build(env: dict[str, str]) -> Settings:
 
     database_url = _database_url(env.get("MAILER_DATABASE_URL"), instance)
     mail = _mail_url(env.get("MAILER_MAIL_URL"), instance)
-    embedded = database_url.startswith("sqlite")  # see Settings.embedded
+    embedded = _is_embedded(database_url)
     return Settings(
         database_url=database_url,
         secret_keys=_secret_keys(env.get("MAILER_SECRET_KEY"), instance, embedded),
@@ -134,6 +134,10 @@ def _build(env: dict[str, str]) -> Settings:
         if env.get("MAILER_MARKETING_FROM") else None,
         **_dkim(env),
     )
+
+
+def _is_embedded(database_url: str) -> bool:
+    return database_url.startswith("sqlite")
 
 
 def _database_url(value: str | None, instance: Path) -> str:

@@ -10,6 +10,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from ..services import Services
+from ..signup import Evidence
 
 log = logging.getLogger("mailer.web")
 RETRY_AFTER_SECONDS = 30
@@ -18,6 +19,11 @@ RATE_LIMIT_RETRY_SECONDS = 60
 
 def services() -> Services:
     return current_app.extensions["mailer"]
+
+
+def evidence(form: str) -> Evidence:
+    """How this request reached us, as consent evidence."""
+    return Evidence(ip=request.remote_addr, user_agent=request.user_agent.string, form=form)
 
 
 def signup_limit() -> str:

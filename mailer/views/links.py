@@ -8,9 +8,8 @@ from ..errors import InvalidLink
 from ..extensions import csrf, limiter
 from ..forms import NewLinkForm
 from ..links import CONFIRM_PREFIX, DOWNLOAD_PREFIX
-from ..signup import Evidence
 from ..tokens import CONFIRM, DOWNLOAD
-from . import error_page, services, signup_limit
+from . import error_page, evidence, services, signup_limit
 
 bp = Blueprint("links", __name__)
 
@@ -25,7 +24,7 @@ def confirm_page(token: str):
             lead = svc.funnel.lead_for(session, link)
     except InvalidLink as exc:
         return invalid_link(exc)
-    return render_template("confirm.html", magnet=svc.content.magnets[link.magnet], lead=lead, token=token)
+    return render_template("confirm.html", magnet=svc.content.magnets[link.magnet], lead=lead)
 
 
 @bp.post(f"{CONFIRM_PREFIX}/<token>")
@@ -34,9 +33,8 @@ def confirm(token: str):
     svc = services()
     try:
         link = _confirm_link(token)
-        evidence = Evidence(ip=request.remote_addr, user_agent=request.user_agent.string, form="confirm-button")
         with svc.db.transaction() as session:
-            lead = svc.funnel.confirm(session, link, evidence, svc.clock.now())
+            lead = svc.funnel.confirm(session, link, evidence("confirm-button"), svc.clock.now())
     except InvalidLink as exc:
         return invalid_link(exc)
     magnet = svc.content.magnets[link.magnet]

@@ -7,8 +7,8 @@ from flask import Blueprint, abort, current_app, redirect, render_template, requ
 from ..errors import InvalidLink
 from ..extensions import csrf, limiter
 from ..forms import SignupForm
-from ..signup import Evidence, Signup
-from . import services, signup_limit
+from ..signup import Signup
+from . import evidence, services, signup_limit
 
 bp = Blueprint("public", __name__)
 
@@ -89,12 +89,9 @@ def _submit(magnet, embed: bool):
         magnet=magnet.slug, email=form.email.normalised,
         first_name=form.first_name.data, marketing=bool(form.marketing.data),
     )
-    evidence = Evidence(
-        ip=request.remote_addr, user_agent=request.user_agent.string,
-        form=f"{'embed' if embed else 'landing'}:{magnet.slug}",
-    )
+    how = evidence(f"{'embed' if embed else 'landing'}:{magnet.slug}")
     with svc.db.transaction() as session:
-        svc.funnel.subscribe(session, signup, evidence, svc.clock.now())
+        svc.funnel.subscribe(session, signup, how, svc.clock.now())
     return redirect(thanks_url, code=303)
 
 
