@@ -1,4 +1,4 @@
-"""Content as files: the organisation, its privacy notice, and the lead magnets.
+"""Content as files: the organisation, its privacy notice, the lead magnets and their sequences.
 
 Loaded and checked once at start-up; a bad file stops the service with an error that
 names the file and the field.
@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from .errors import ContentError
@@ -69,16 +70,54 @@ class Organisation:
     privacy_contact: str
     default_magnet: str
     notice: Notice
+    links: dict[str, str] = field(default_factory=dict)  # name -> URL, for link('name') in mails
+
+
+# What a step's skip_if may name; evaluated when the step falls due (see drip.py).
+CONDITIONS = ("downloaded", "not-downloaded", "clicked", "not-clicked")
+
+
+@dataclass(frozen=True)
+class Step:
+    key: str  # stable identity: a lead gets each key at most once
+    delay: timedelta  # after the confirmation
+    subject: str
+    template: str  # templates/mail/drip/TEMPLATE.html and .txt
+    skip_if: str | None = None
+
+    @property
+    def delay_seconds(self) -> int:
+        return int(self.delay.total_seconds())
+
+
+@dataclass(frozen=True)
+class Sequence:
+    slug: str
+    magnet: str
+    name: str
+    steps: tuple[Step, ...]  # in sending order: strictly growing delays
+
+    def step(self, key: str) -> Step | None:
+        return next((s for s in self.steps if s.key == key), None)
+
+    def next_after(self, position: int) -> Step | None:
+        """The first step later in sequence time than `position` (seconds), if any."""
+        return next((s for s in self.steps if s.delay_seconds > position), None)
 
 
 @dataclass(frozen=True)
 class Content:
     organisation: Organisation
     magnets: dict[str, Magnet]
+    sequences: dict[str, Sequence] = field(default_factory=dict)
 
     @property
     def default_magnet(self) -> Magnet:
         return self.magnets[self.organisation.default_magnet]
+
+    def sequence_for(self, magnet: str) -> Sequence | None:
+        """The sequence a lead of this magnet enters on confirming with marketing consent."""
+        return next((s for s in self.sequences.values() if s.magnet == magnet), None)
 
 
 def load_content(root: Path) -> Content:
@@ -95,7 +134,15 @@ def load_content(root: Path) -> Content:
             f"{root / 'organisation.toml'}: default_magnet {organisation.default_magnet!r} "
             f"is not one of {', '.join(magnets)}"
         )
-    return Content(organisation, magnets)
+    sequences: dict[str, Sequence] = {}
+    for path in sorted((root / "sequences").glob("*.toml")):
+        sequence = _load_sequence(path, magnets)
+        taken = next((s for s in sequences.values() if s.magnet == sequence.magnet), None)
+        if taken:
+            raise ContentError(f"{path}: magnet {sequence.magnet!r} already has the sequence {taken.slug!r}; "
+                               "a magnet has one sequence")
+        sequences[sequence.slug] = sequence
+    return Content(organisation, magnets, sequences)
 
 
 class _Fields:
@@ -117,6 +164,13 @@ class _Fields:
         value = self.data.get(name, default)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise self.fail(name, "must be a whole number of at least 1")
+        return value
+
+    def count(self, name: str) -> int:
+        """A whole number of zero or more; absent means zero."""
+        value = self.data.get(name, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise self.fail(name, "must be a whole number of zero or more")
         return value
 
     def texts(self, name: str) -> tuple[str, ...]:
@@ -178,9 +232,55 @@ def _mail_text(fields: _Fields) -> MailText:
     )
 
 
+def _load_sequence(path: Path, magnets: dict[str, Magnet]) -> Sequence:
+    fields = _Fields(path, _read_toml(path))
+    if not SLUG.match(path.stem):
+        raise ContentError(f"{path}: the file name must be a slug (lowercase letters, digits, dashes)")
+    magnet = fields.text("magnet")
+    if magnet not in magnets:
+        raise fields.fail("magnet", f"names {magnet!r}, which is not one of {', '.join(magnets)}")
+    raw_steps = fields.data.get("steps")
+    if not isinstance(raw_steps, list) or not raw_steps or not all(isinstance(s, dict) for s in raw_steps):
+        raise fields.fail("steps", "must hold at least one [[steps]] table")
+    steps: list[Step] = []
+    for number, raw in enumerate(raw_steps, 1):
+        step_fields = _Fields(path, raw, f"steps[{number}].")
+        key = step_fields.text("key")
+        where = _Fields(path, raw, f"steps[{number}] ({key}).")
+        if not SLUG.match(key):
+            raise where.fail("key", "must be a slug (lowercase letters, digits, dashes)")
+        if any(s.key == key for s in steps):
+            raise where.fail("key", "is used by an earlier step; keys identify steps and must be unique")
+        delay = timedelta(days=where.count("days"), hours=where.count("hours"))
+        if delay <= timedelta(0):
+            raise where.fail("days", "and hours together must be more than zero (the guide itself goes out at once)")
+        if steps and delay <= steps[-1].delay:
+            raise where.fail("days", f"and hours must come after the step before it ({steps[-1].key!r}, "
+                                     f"{_delay_text(steps[-1].delay)}): steps are listed in the order they are sent")
+        skip_if = raw.get("skip_if")
+        if skip_if is not None and skip_if not in CONDITIONS:
+            raise where.fail("skip_if", f"must be one of {', '.join(CONDITIONS)}, got {skip_if!r}")
+        template = where.text("template")
+        if ".." in template.split("/") or template.startswith("/"):
+            raise where.fail("template", "must be a path inside templates/mail/drip/")
+        steps.append(Step(key, delay, where.text("subject"), template, skip_if))
+    return Sequence(path.stem, magnet, fields.text("name"), tuple(steps))
+
+
+def _delay_text(delay: timedelta) -> str:
+    hours = delay.seconds // 3600
+    return f"day {delay.days}" + (f" + {hours} h" if hours else "")
+
+
 def _load_organisation(path: Path) -> Organisation:
     fields = _Fields(path, _read_toml(path))
     privacy = fields.table("privacy")
+    links = fields.data.get("links", {})
+    if not isinstance(links, dict) or not all(
+        SLUG.match(k) and isinstance(v, str) and v.startswith(("https://", "http://")) for k, v in links.items()
+    ):
+        raise fields.fail("links", "must be a table of lines like name = \"https://...\" (names: "
+                                   "lowercase letters, digits, dashes)")
     return Organisation(
         name=fields.text("name"),
         postal_address=fields.text("postal_address"),
@@ -192,4 +292,5 @@ def _load_organisation(path: Path) -> Organisation:
             marketing_label=privacy.text("marketing_label"),
             text=privacy.text("notice"),
         ),
+        links=dict(links),
     )

@@ -5,10 +5,12 @@ The views register their routes from the same prefixes, so the two cannot drift 
 
 from __future__ import annotations
 
-from .tokens import CONFIRM, DOWNLOAD, Signer
+from .tokens import CONFIRM, DOWNLOAD, UNSUBSCRIBE, Signer
 
 CONFIRM_PREFIX = "/bevestig"
 DOWNLOAD_PREFIX = "/download"
+UNSUBSCRIBE_PREFIX = "/afmelden"
+CLICK_PREFIX = "/k"
 
 
 class Links:
@@ -23,3 +25,11 @@ class Links:
     def download(self, lead_id: int, magnet: str, email: str) -> str:
         token = self.signer.lead_link(DOWNLOAD, lead_id, magnet, email)
         return f"{self.base_url}{DOWNLOAD_PREFIX}/{token}"
+
+    def unsubscribe(self, lead_id: int, magnet: str, email: str) -> str:
+        token = self.signer.lead_link(UNSUBSCRIBE, lead_id, magnet, email)
+        return f"{self.base_url}{UNSUBSCRIBE_PREFIX}/{token}"
+
+    def click(self, lead_id: int, sequence: str, step: str, link: str, email: str) -> str:
+        token = self.signer.click_link(lead_id, sequence, step, link, email)
+        return f"{self.base_url}{CLICK_PREFIX}/{token}"

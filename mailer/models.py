@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -72,8 +73,9 @@ class OutboxStatus(enum.StrEnum):
 
 
 class MailKind(enum.StrEnum):
-    CONFIRM = "confirm"
-    GUIDE = "guide"
+    CONFIRM = "confirm"  # transactional
+    GUIDE = "guide"  # transactional
+    DRIP = "drip"  # marketing: one step of a sequence (outbox.sequence, outbox.step)
 
 
 TRANSACTIONAL_PRIORITY = 0  # lower is sent first
@@ -170,6 +172,9 @@ class Outbox(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     # Attempts whose outcome is unknown (the connection broke after the data was sent).
     unknown_outcomes: Mapped[int] = mapped_column(Integer, default=0)
+    # For a drip mail: which sequence and step (kind 'drip'); NULL for transactional mail.
+    sequence: Mapped[str | None] = mapped_column(String(100))
+    step: Mapped[str | None] = mapped_column(String(100))
 
 
 class DeliveryAttempt(Base):
@@ -194,3 +199,65 @@ class Pause(Base):
     scope: Mapped[str] = mapped_column(String(30), primary_key=True)  # "marketing"
     reason: Mapped[str] = mapped_column(Text)
     since: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class EnrollmentStatus(enum.StrEnum):
+    """active: the lead moves through the sequence; next_due_at is when the drip job looks
+    at it next (NULL once every step is handled: an added step can still wake it, see
+    docs/drip.md). active -> stopped: the lead unsubscribed, proved undeliverable or withdrew
+    consent; next_due_at is NULL. stopped -> active: a new confirmation with marketing consent."""
+
+    ACTIVE = "active"
+    STOPPED = "stopped"
+
+
+NOT_STARTED = -1  # Enrollment.position before any step
+
+
+class Enrollment(Base):
+    """One lead in one sequence. The drip job reads only rows whose next_due_at has come."""
+
+    __tablename__ = "enrollments"
+    __table_args__ = (
+        UniqueConstraint("lead_id", "sequence"),
+        Index("ix_enrollments_due", "next_due_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"))
+    sequence: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(20), default=EnrollmentStatus.ACTIVE.value)
+    # Step delays count from here: the confirmation with marketing consent.
+    anchor_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The delay, in seconds after anchor_at, of the last step handled (sent or skipped):
+    # the lead's place in the sequence, measured in sequence time so that adding or removing
+    # steps elsewhere does not move it. NOT_STARTED before the first.
+    position: Mapped[int] = mapped_column(Integer, default=NOT_STARTED)
+    last_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SequenceState(Base):
+    """The steps (key and delay) the enrollments of a sequence were last planned against;
+    the drip job compares it with the sequence file to apply a change once."""
+
+    __tablename__ = "sequence_states"
+
+    sequence: Mapped[str] = mapped_column(String(100), primary_key=True)
+    steps: Mapped[str] = mapped_column(Text)  # JSON: [[key, delay_seconds], ...]
+    applied_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Click(Base):
+    """A click on a link in a drip mail, through the signed redirect."""
+
+    __tablename__ = "clicks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"), index=True)
+    sequence: Mapped[str] = mapped_column(String(100))
+    step: Mapped[str] = mapped_column(String(100))
+    link: Mapped[str] = mapped_column(String(100))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)

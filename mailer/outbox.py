@@ -86,6 +86,8 @@ class _Work:
     unknown_outcomes: int
     queued_at: datetime
     recipient: Recipient
+    sequence: str | None = None  # a drip mail's sequence and step
+    step: str | None = None
 
     @property
     def marketing(self) -> bool:
@@ -191,7 +193,7 @@ class Sender:
             _Work(
                 id=row.id, kind=row.kind, magnet=row.magnet, message_id=row.message_id, priority=row.priority,
                 attempts=row.attempts, unknown_outcomes=row.unknown_outcomes, queued_at=row.queued_at,
-                recipient=Recipient(row.lead_id, row.recipient, first_name),
+                recipient=Recipient(row.lead_id, row.recipient, first_name), sequence=row.sequence, step=row.step,
             )
             for row, first_name in rows
         ]
@@ -202,10 +204,18 @@ class Sender:
         if expired:
             self._record(item, OutboxStatus.CANCELLED, None, expired, report, attempted=False)
             return
+        if item.marketing and not self._write(
+                lambda db: queries.still_claimed(db, row_id=item.id, worker=self.worker)):
+            # Cancelled since the claim (the lead unsubscribed, an operator cancelled it).
+            report.count(OutboxStatus.CANCELLED, item.recipient.email, None, "cancelled before sending")
+            return
         settings = services.settings
         sender = settings.marketing_from if item.marketing and settings.marketing_from else settings.mail_from
         try:
-            mail = services.renderer.render(item.kind, item.recipient, item.magnet)
+            if item.kind == MailKind.DRIP:
+                mail = services.renderer.render_step(item.sequence, item.step, item.recipient)
+            else:
+                mail = services.renderer.render(item.kind, item.recipient, item.magnet)
             data = build_message(
                 sender=sender, recipient=item.recipient, mail=mail,
                 message_id=item.message_id, date=services.clock.now(),
@@ -260,10 +270,15 @@ class Sender:
 
     def _purpose_expired(self, item: _Work) -> str:
         """Why this mail should no longer go out, or "": a confirmation that arrives after its
-        link would have expired only confuses (the visitor can ask again)."""
+        link would have expired only confuses (the visitor can ask again); a drip step that
+        was removed from its sequence is never sent."""
         max_age = timedelta(days=self.services.settings.confirm_max_age_days)
         if item.kind == MailKind.CONFIRM and self.services.clock.now() - item.queued_at > max_age:
             return f"not sent: a confirmation older than its link's {max_age.days} days"
+        if item.kind == MailKind.DRIP:
+            sequence = self.services.content.sequences.get(item.sequence)
+            if sequence is None or sequence.step(item.step) is None:
+                return f"not sent: step {item.step!r} is no longer in sequence {item.sequence!r}"
         return ""
 
     def _record_failure(self, item: _Work, exc: DeliveryError, report: DispatchReport) -> None:

@@ -5,10 +5,16 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
+from email.utils import make_msgid
+
 from sqlalchemy import Connection, bindparam, case, func, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from .models import MARKETING_PRIORITY, Lead, LeadStatus, Outbox, OutboxStatus, Pause, UTCDateTime
+from .models import (
+    MARKETING_PRIORITY, NOT_STARTED, Click, Download, Enrollment, EnrollmentStatus, Lead, LeadStatus,
+    MailKind, Outbox, OutboxStatus, Pause, UTCDateTime,
+)
 
 MARKETING = "marketing"  # the one pause scope
 NO_PRIORITY_LIMIT = 1_000_000
@@ -74,6 +80,34 @@ def mark_undeliverable(db: Session | Connection, *, lead_id: int, reply: str, no
         .where(Outbox.lead_id == lead_id, Outbox.status.in_([OutboxStatus.QUEUED, OutboxStatus.DEFERRED]))
         .values(status=OutboxStatus.CANCELLED.value, last_error=f"address undeliverable: {reply}"[:2000])
     )
+    _stop_lead_enrollments(db, lead_id, now)
+
+
+def stop_marketing(db: Session | Connection, *, lead_id: int, reason: str, now: datetime) -> int:
+    """The lead wants no more marketing mail: its enrollments stop and its marketing mail not
+    yet handed to the relay is cancelled, including rows a worker has claimed (the worker
+    checks the row just before sending, see still_claimed). Returns the rows cancelled."""
+    _stop_lead_enrollments(db, lead_id, now)
+    return db.execute(
+        update(Outbox)
+        .where(Outbox.lead_id == lead_id, Outbox.priority >= MARKETING_PRIORITY,
+               Outbox.status.in_([OutboxStatus.QUEUED, OutboxStatus.DEFERRED, OutboxStatus.SENDING]))
+        .values(status=OutboxStatus.CANCELLED.value, last_error=reason, claimed_by=None, claimed_until=None)
+    ).rowcount
+
+
+def _stop_lead_enrollments(db: Session | Connection, lead_id: int, now: datetime) -> None:
+    db.execute(update(Enrollment).where(Enrollment.lead_id == lead_id)
+               .values(status=EnrollmentStatus.STOPPED.value, next_due_at=None, updated_at=now))
+
+
+def still_claimed(db: Session | Connection, *, row_id: int, worker: str) -> bool:
+    """Whether a claimed row is still this worker's to send: asked just before a marketing mail
+    goes out, so an unsubscribe that cancelled it after the claim stops it (one indexed read)."""
+    return db.execute(
+        select(Outbox.id).where(Outbox.id == row_id, Outbox.claimed_by == worker,
+                                Outbox.status == OutboxStatus.SENDING)
+    ).first() is not None
 
 
 def pause_marketing(db: Session | Connection, *, reason: str, now: datetime) -> None:
@@ -240,3 +274,101 @@ def recent_mail_count(session: Session, *, lead_id: int, kind: str, since: datet
         .select_from(Outbox)
         .where(Outbox.lead_id == lead_id, Outbox.kind == kind, Outbox.created_at >= since)
     )
+
+
+# --- drip sequences ----------------------------------------------------------------------
+
+def upsert_enrollment(session: Session, *, lead_id: int, sequence: str, now: datetime, first_due: datetime) -> None:
+    """Enrol a lead, or restart a stopped enrollment (it keeps its place; the drip job works
+    out the next due time at its next pass). The caller holds the lead's row lock."""
+    enrollment = session.scalar(select(Enrollment).where(Enrollment.lead_id == lead_id,
+                                                         Enrollment.sequence == sequence))
+    if enrollment is None:
+        session.add(Enrollment(lead_id=lead_id, sequence=sequence, status=EnrollmentStatus.ACTIVE.value,
+                               anchor_at=now, position=NOT_STARTED, next_due_at=first_due,
+                               created_at=now, updated_at=now))
+    elif enrollment.status == EnrollmentStatus.STOPPED:
+        enrollment.status, enrollment.anchor_at = EnrollmentStatus.ACTIVE.value, now
+        enrollment.next_due_at, enrollment.updated_at = now, now
+
+
+def marketing_paused(session: Session) -> bool:
+    return session.get(Pause, MARKETING) is not None
+
+
+def due_enrollments(session: Session, *, now: datetime, limit: int):
+    """Up to `limit` enrollments whose next_due_at has come, oldest first, with their lead.
+
+    Reads ix_enrollments_due from its low end, so the cost is the due rows, not the list.
+    PostgreSQL: SKIP LOCKED lets several workers run the drip job side by side, each on
+    its own rows (the outbox's unique key would stop a double send anyway).
+    """
+    statement = (
+        select(Enrollment.id, Enrollment.lead_id, Enrollment.sequence, Enrollment.anchor_at,
+               Enrollment.position, Enrollment.last_sent_at, Lead.email, Lead.status, Lead.marketing_consent)
+        .join(Lead, Lead.id == Enrollment.lead_id)
+        .where(Enrollment.next_due_at <= now)
+        .order_by(Enrollment.next_due_at)
+        .limit(limit)
+        .with_for_update(of=Enrollment, skip_locked=True)
+    )
+    return session.execute(statement).all()
+
+
+def drip_steps_had(session: Session, lead_ids: list[int]) -> dict[tuple[int, str], set[str]]:
+    """(lead, sequence) -> the steps already in the outbox for it, in any status (ix_outbox_lead_kind)."""
+    had: dict[tuple[int, str], set[str]] = {}
+    rows = session.execute(select(Outbox.lead_id, Outbox.sequence, Outbox.step)
+                           .where(Outbox.lead_id.in_(lead_ids), Outbox.kind == MailKind.DRIP.value))
+    for lead_id, sequence, step in rows:
+        had.setdefault((lead_id, sequence), set()).add(step)
+    return had
+
+
+def leads_who_downloaded(session: Session, lead_ids: list[int]) -> set[tuple[int, str]]:
+    return set(session.execute(select(Download.lead_id, Download.magnet).where(Download.lead_id.in_(lead_ids))))
+
+
+def leads_who_clicked(session: Session, lead_ids: list[int]) -> set[tuple[int, str]]:
+    return set(session.execute(select(Click.lead_id, Click.sequence).where(Click.lead_id.in_(lead_ids))))
+
+
+def drip_mail(lead_id: int, email: str, magnet: str, sequence: str, step: str, now: datetime, domain: str) -> dict:
+    """One outbox row for a drip step; its key makes a second insert for the same step a no-op."""
+    return {
+        "kind": MailKind.DRIP.value, "lead_id": lead_id, "recipient": email, "magnet": magnet,
+        "sequence": sequence, "step": step, "idempotency_key": f"drip:{lead_id}:{sequence}:{step}",
+        "message_id": make_msgid(domain=domain), "priority": MARKETING_PRIORITY,
+        "status": OutboxStatus.QUEUED.value, "attempts": 0, "unknown_outcomes": 0,
+        "created_at": now, "queued_at": now, "next_attempt_at": now,
+    }
+
+
+def insert_drip_mails(session: Session, rows: list[dict]) -> None:
+    if not rows:
+        return
+    dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
+    session.execute(dialect.insert(Outbox).on_conflict_do_nothing(index_elements=["idempotency_key"]), rows)
+
+
+def move_enrollments(session: Session, moves: list[dict]) -> None:
+    """Each enrollment's new place and due time (an executemany UPDATE by primary key)."""
+    if moves:
+        session.execute(update(Enrollment), moves)
+
+
+def stop_enrollments(session: Session, ids: list[int], now: datetime) -> None:
+    if ids:
+        session.execute(update(Enrollment).where(Enrollment.id.in_(ids))
+                        .values(status=EnrollmentStatus.STOPPED.value, next_due_at=None, updated_at=now))
+
+
+def wake_enrollments(session: Session, sequence: str, *, before: int, now: datetime) -> int:
+    """Have the drip job look again now at the active enrollments of a sequence whose place is
+    before `before` seconds (a step added or moved there lies ahead of them)."""
+    return session.execute(
+        update(Enrollment)
+        .where(Enrollment.sequence == sequence, Enrollment.status == EnrollmentStatus.ACTIVE,
+               Enrollment.position < before, (Enrollment.next_due_at.is_(None)) | (Enrollment.next_due_at > now))
+        .values(next_due_at=now, updated_at=now)
+    ).rowcount

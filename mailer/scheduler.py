@@ -26,7 +26,12 @@ class PeriodicJob:
 
 
 def periodic_jobs(services, senders: list[Sender]) -> list[PeriodicJob]:
-    """One dispatch job per sender (MAILER_SEND_CONCURRENCY), each with its own connection."""
+    """The drip job, and one dispatch job per sender (MAILER_SEND_CONCURRENCY), each with
+    its own connection."""
+
+    def enqueue_drip() -> str:
+        report = services.drip.run(services.db, services.clock.now())
+        return report.line() if report.did_anything else ""
 
     def dispatcher(sender: Sender) -> Callable[[], str]:
         def dispatch_outbox() -> str:
@@ -39,9 +44,10 @@ def periodic_jobs(services, senders: list[Sender]) -> list[PeriodicJob]:
 
     suffix = len(senders) > 1
     return [
-        PeriodicJob(f"dispatch-outbox{f'-{n}' if suffix else ''}", services.settings.dispatch_interval,
-                    dispatcher(sender))
-        for n, sender in enumerate(senders, 1)
+        PeriodicJob("enqueue-drip", services.settings.drip_interval, enqueue_drip),
+        *(PeriodicJob(f"dispatch-outbox{f'-{n}' if suffix else ''}", services.settings.dispatch_interval,
+                      dispatcher(sender))
+          for n, sender in enumerate(senders, 1)),
     ]
 
 

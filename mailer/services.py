@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from email.utils import parseaddr
 
 from .clock import SystemClock
 from .content import Content, load_content
 from .db import Database
 from .dkim_signing import DKIMSigner
+from .drip import Drip
 from .links import Links
 from .rendering import MailRenderer
 from .settings import PROJECT_ROOT, Settings
@@ -28,6 +30,7 @@ class Services:
     links: Links
     renderer: MailRenderer
     funnel: Funnel
+    drip: Drip
     clock: object
     dkim: DKIMSigner | None = None
 
@@ -58,8 +61,12 @@ def build_services(settings: Settings | None = None, clock=None, defaults: dict[
     clock = clock or SystemClock()
     signer = Signer(settings.secret_keys, clock)
     links = Links(settings.base_url, signer)
-    renderer = MailRenderer(TEMPLATES, content, links, settings.confirm_max_age_days)
+    mail_domain = parseaddr(settings.mail_from)[1].rpartition("@")[2]
+    renderer = MailRenderer(TEMPLATES, content, links, settings.confirm_max_age_days,
+                            list_domain=mail_domain, click_tracking=settings.click_tracking)
     renderer.check()
+    drip = Drip(content=content, window=settings.drip_window, gap=timedelta(hours=settings.drip_min_gap_hours),
+                batch_size=settings.drip_batch_size, mail_domain=mail_domain, loaded_at=clock.now())
     return Services(
         settings=settings,
         db=Database(settings.database_url, settings.sqlite_busy_timeout_ms),
@@ -68,10 +75,12 @@ def build_services(settings: Settings | None = None, clock=None, defaults: dict[
         links=links,
         renderer=renderer,
         funnel=Funnel(
-            mail_domain=parseaddr(settings.mail_from)[1].rpartition("@")[2],
+            mail_domain=mail_domain,
             mails_per_day=settings.confirm_mails_per_day,
             notice=content.organisation.notice,
+            drip=drip,
         ),
+        drip=drip,
         clock=clock,
         dkim=_dkim_signer(settings),
     )

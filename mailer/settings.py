@@ -20,6 +20,7 @@ from limits import parse_many
 
 from .errors import SettingsError
 from .retry import MARKETING, TRANSACTIONAL, RetryPolicy, parse_policy
+from .window import SendWindow, WindowError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MAIL_SCHEMES = ("smtp", "smtp+starttls", "smtps", "file", "console", "memory")
@@ -71,6 +72,11 @@ class Settings:
     dkim_key_file: Path | None = None
     send_rate: str | None = None  # e.g. "20 per second;5000 per hour", for all workers together
     send_concurrency: int = 1
+    drip_window: SendWindow = SendWindow.parse("mon-fri 09:00-17:00", "Europe/Amsterdam")
+    drip_interval: float = 60.0
+    drip_batch_size: int = 500
+    drip_min_gap_hours: float = 24.0  # at most one drip mail per lead in this many hours
+    click_tracking: bool = True
 
     @property
     def embedded(self) -> bool:
@@ -132,6 +138,11 @@ def _build(env: dict[str, str]) -> Settings:
         send_concurrency=_number("MAILER_SEND_CONCURRENCY", env, 1, int, minimum=1),
         marketing_from=_address("MAILER_MARKETING_FROM", env["MAILER_MARKETING_FROM"])
         if env.get("MAILER_MARKETING_FROM") else None,
+        drip_window=_window(env),
+        drip_interval=_number("MAILER_DRIP_INTERVAL", env, 60.0, float, minimum=1),
+        drip_batch_size=_number("MAILER_DRIP_BATCH_SIZE", env, 500, int, minimum=1),
+        drip_min_gap_hours=_number("MAILER_DRIP_MIN_GAP_HOURS", env, 24.0, float, minimum=0),
+        click_tracking=_flag("MAILER_CLICK_TRACKING", env, default=True),
         **_dkim(env),
     )
 
@@ -276,6 +287,16 @@ def _dkim(env: dict[str, str]) -> dict:
     if not selector:
         return {}
     return {"dkim_selector": selector, "dkim_key_file": Path(key_file), "dkim_domain": env.get("MAILER_DKIM_DOMAIN")}
+
+
+def _window(env: dict[str, str]) -> SendWindow:
+    spec = env.get("MAILER_DRIP_WINDOW") or "mon-fri 09:00-17:00"
+    zone = env.get("MAILER_DRIP_TIMEZONE") or "Europe/Amsterdam"
+    try:
+        return SendWindow.parse(spec, zone)
+    except WindowError as exc:
+        name = "MAILER_DRIP_TIMEZONE" if "time zone" in str(exc) else "MAILER_DRIP_WINDOW"
+        raise SettingsError(f"{name}: {exc}") from None
 
 
 def _storage_url(value: str) -> str:

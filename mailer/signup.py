@@ -1,4 +1,5 @@
-"""Subscribe, confirm, download, ask for a new link: each a state change plus its mail, in one transaction.
+"""Subscribe, confirm, download, ask for a new link, unsubscribe: each a state change plus its
+mail (or the cancelling of mail), in one transaction.
 
 Every answer a visitor sees is the same whatever the address's state, so the form cannot
 be used to learn who is on the list; the differences live only in what gets mailed.
@@ -43,10 +44,11 @@ class Signup:
 
 
 class Funnel:
-    def __init__(self, *, mail_domain: str, mails_per_day: int, notice: Notice):
+    def __init__(self, *, mail_domain: str, mails_per_day: int, notice: Notice, drip=None):
         self.mail_domain = mail_domain
         self.mails_per_day = mails_per_day
         self.notice = notice
+        self.drip = drip  # enrols leads who confirm with marketing consent
         self._notice_row_id: int | None = None  # per process; notices are never deleted
 
     def subscribe(self, session: Session, signup: Signup, evidence: Evidence, now: datetime) -> None:
@@ -106,6 +108,23 @@ class Funnel:
         lead.marketing_consent = marketing
         self._event(session, lead.id, "confirm", link.magnet, marketing, evidence, now)
         self._mail(session, lead, MailKind.GUIDE, link.magnet, now)
+        if marketing and self.drip is not None:
+            self.drip.enroll(session, lead.id, link.magnet, now)
+        return lead
+
+    def unsubscribe(self, session: Session, link: LeadLink, evidence: Evidence, now: datetime) -> Lead:
+        """No more marketing mail: the lead is unsubscribed (an undeliverable address stays
+        so), its enrollments stop, its queued marketing mail is cancelled, and a consent event
+        records how. Repeating it changes nothing and records nothing more."""
+        lead = self.lead_for(session, link, lock=True)
+        if lead.status == LeadStatus.UNSUBSCRIBED and not lead.marketing_consent:
+            return lead
+        if lead.status != LeadStatus.UNDELIVERABLE:
+            lead.status = LeadStatus.UNSUBSCRIBED.value
+        lead.marketing_consent = False
+        lead.updated_at = now
+        queries.stop_marketing(session, lead_id=lead.id, reason="not sent: the lead unsubscribed", now=now)
+        self._event(session, lead.id, "unsubscribe", link.magnet, False, evidence, now)
         return lead
 
     def record_download(self, session: Session, link: LeadLink, now: datetime) -> Lead:

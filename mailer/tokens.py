@@ -16,6 +16,8 @@ from .errors import InvalidLink
 
 CONFIRM = "confirm"
 DOWNLOAD = "download"
+UNSUBSCRIBE = "unsubscribe"  # no maximum age: an unsubscribe link works as long as the mail exists
+CLICK = "click"
 FORM_TIME = "form-time"
 # A form page older than this is shown again: its token cannot be replayed by a bot for ever.
 FORM_MAX_AGE_SECONDS = 12 * 3600
@@ -35,6 +37,17 @@ class LeadLink:
         if (now - self.issued_at).total_seconds() > max_age_seconds:
             raise InvalidLink("expired", magnet=self.magnet)
         return self
+
+
+@dataclass(frozen=True)
+class ClickLink:
+    """What a tracked link in a drip mail names: who, in which mail, which named link."""
+
+    lead_id: int
+    sequence: str
+    step: str
+    link: str
+    fingerprint: str
 
 
 def fingerprint(email: str) -> str:
@@ -71,6 +84,19 @@ class Signer:
         try:
             lead_id, magnet, print_ = payload
             return LeadLink(int(lead_id), str(magnet), str(print_), signed_at)
+        except (TypeError, ValueError):
+            raise InvalidLink("malformed") from None
+
+    def click_link(self, lead_id: int, sequence: str, step: str, link: str, email: str) -> str:
+        return self._serializer(CLICK).dumps([lead_id, sequence, step, link, fingerprint(email)])
+
+    def read_click_link(self, token: str) -> ClickLink:
+        """What a genuine click token names, or InvalidLink. It carries a link *name*: the
+        address it leads to is looked up in the content, never taken from the request."""
+        payload, _ = self._load(CLICK, token)
+        try:
+            lead_id, sequence, step, link, print_ = payload
+            return ClickLink(int(lead_id), str(sequence), str(step), str(link), str(print_))
         except (TypeError, ValueError):
             raise InvalidLink("malformed") from None
 

@@ -1,4 +1,6 @@
-"""Links from mails: confirm (GET shows a button, POST confirms), download, and a fresh link."""
+"""Links from mails: confirm (GET shows a button, POST confirms), download, a fresh link,
+unsubscribe (GET shows a button; POST, including RFC 8058 one-click, unsubscribes), and the
+click redirect of drip mails."""
 
 from __future__ import annotations
 
@@ -7,8 +9,9 @@ from flask import Blueprint, current_app, redirect, render_template, request, se
 from ..errors import InvalidLink
 from ..extensions import csrf, limiter
 from ..forms import NewLinkForm
-from ..links import CONFIRM_PREFIX, DOWNLOAD_PREFIX
-from ..tokens import CONFIRM, DOWNLOAD
+from ..links import CLICK_PREFIX, CONFIRM_PREFIX, DOWNLOAD_PREFIX, UNSUBSCRIBE_PREFIX
+from ..models import Click, Lead
+from ..tokens import CONFIRM, DOWNLOAD, UNSUBSCRIBE, fingerprint
 from . import error_page, evidence, services, signup_limit
 
 bp = Blueprint("links", __name__)
@@ -75,12 +78,75 @@ def new_link(slug: str):
     return redirect(url_for("public.thanks", slug=magnet.slug), code=303)
 
 
+@bp.route(f"{UNSUBSCRIBE_PREFIX}/<token>", methods=["GET", "HEAD"])
+def unsubscribe_page(token: str):
+    """Changes nothing (mail scanners open links); the button unsubscribes."""
+    try:
+        _unsubscribe_link(token)
+    except InvalidLink:
+        return _bad_unsubscribe_link()
+    return render_template("unsubscribe.html")
+
+
+@bp.post(f"{UNSUBSCRIBE_PREFIX}/<token>")
+@csrf.exempt  # RFC 8058: a mail client posts "List-Unsubscribe=One-Click" with no cookie or form token
+def unsubscribe(token: str):
+    """The button and the one-click POST alike: 200 with a page, never a redirect (a mail
+    client does not follow one); repeating it is harmless."""
+    svc = services()
+    one_click = request.form.get("List-Unsubscribe") == "One-Click"
+    try:
+        link = _unsubscribe_link(token)
+        with svc.db.transaction() as session:
+            svc.funnel.unsubscribe(session, link, evidence("one-click" if one_click else "unsubscribe-page"),
+                                   svc.clock.now())
+    except InvalidLink as exc:
+        if exc.reason != "unknown":
+            return _bad_unsubscribe_link()
+        # A genuine link whose lead is gone (erased): there is nothing left to send them.
+    return render_template("unsubscribed.html")
+
+
+@bp.route(f"{CLICK_PREFIX}/<token>", methods=["GET", "HEAD"])
+def click(token: str):
+    """Count the click and go on to the link's address from the content (never from the
+    request). A HEAD (a scanner checking the link) is not counted."""
+    svc = services()
+    try:
+        clicked = svc.signer.read_click_link(token)
+    except InvalidLink:
+        return error_page(404)
+    target = svc.content.organisation.links.get(clicked.link)
+    if request.method == "GET":
+        with svc.db.transaction() as session:
+            lead = session.get(Lead, clicked.lead_id)
+            if lead is not None and fingerprint(lead.email) == clicked.fingerprint:  # not for an erased lead
+                session.add(Click(lead_id=lead.id, sequence=clicked.sequence, step=clicked.step,
+                                  link=clicked.link, at=svc.clock.now()))
+    # A link since removed from the content still leads somewhere: the organisation's site.
+    return redirect(target or svc.content.organisation.website, code=302)
+
+
 def invalid_link(exc: InvalidLink):
     """A friendly page that offers a fresh link; the same for every kind of bad token."""
     svc = services()
     magnet = svc.content.magnets.get(exc.magnet or "") or svc.content.default_magnet
     return render_template("invalid_link.html", magnet=magnet, form=NewLinkForm(formdata=None),
                            reason=exc.reason), 410 if exc.reason == "expired" else 400
+
+
+def _unsubscribe_link(token: str):
+    """No maximum age: unsubscribing keeps working for as long as the mail exists."""
+    return services().signer.read_lead_link(UNSUBSCRIBE, token)
+
+
+def _bad_unsubscribe_link():
+    org = services().content.organisation
+    return render_template(
+        "error.html", title="Deze afmeldlink werkt niet",
+        text=f"De link is niet compleet of klopt niet. Kopieer de hele link uit de e-mail, of mail "
+             f"{org.privacy_contact}; dan melden we je af.",
+    ), 400
 
 
 def _confirm_link(token: str):

@@ -1,0 +1,233 @@
+"""Drip sequences: enrol on confirmation, move due steps into the outbox, apply sequence changes.
+
+The database holds time: each enrollment carries `next_due_at` (indexed), and the drip job
+reads only the rows whose time has come, in batches. A tick therefore costs what is due,
+not what is enrolled, and the scheduler holds one job whatever the number of leads.
+
+A lead's place is `position`: the delay of the last step handled, in seconds of sequence
+time. The next step is the first one with a larger delay in the *current* file, so an added
+step reaches exactly the leads that have not passed its place, a removed step is never sent,
+and the outbox's unique key (lead + sequence + step) keeps any step from going out twice.
+docs/drip.md spells out what each kind of change does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from . import queries
+from .content import Content, Sequence, Step
+from .models import NOT_STARTED, LeadStatus, SequenceState
+from .window import SendWindow
+
+log = logging.getLogger("mailer.drip")
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What a step's skip_if may ask about a lead, as of now."""
+
+    downloaded: bool = False
+    clicked: bool = False
+
+    def holds(self, condition: str | None) -> bool:
+        if condition is None:
+            return False
+        negated = condition.startswith("not-")
+        value = getattr(self, condition.removeprefix("not-"))
+        return value != negated
+
+
+@dataclass(frozen=True)
+class Move:
+    """What to do with one enrollment now: send `step` (or nothing), then sit at `position`
+    until `next_due_at` (None: every step handled)."""
+
+    step: Step | None
+    position: int
+    next_due_at: datetime | None
+    skipped: tuple[str, ...] = ()
+
+
+def advance(sequence: Sequence, *, anchor: datetime, position: int, last_sent: datetime | None,
+            now: datetime, gap: timedelta, done: frozenset[str] | set[str], facts: Facts) -> Move:
+    """The next move of one enrollment as of `now` (a pure function; the drip job and the
+    preview both use it).
+
+    Steps whose time has come are handled in order: one the lead already got (`done`) or
+    whose skip_if holds is passed over; the first other one is sent, and the next is due no
+    sooner than `gap` later, so steps that piled up during downtime go out one a day, late,
+    never bunched and never twice.
+    """
+    skipped: list[str] = []
+    while (step := sequence.next_after(position)) is not None:
+        due = anchor + step.delay
+        if last_sent is not None:
+            due = max(due, last_sent + gap)
+        if due > now:
+            return Move(None, position, due, tuple(skipped))
+        position = step.delay_seconds
+        if step.key in done or facts.holds(step.skip_if):
+            skipped.append(step.key)
+            continue
+        following = sequence.next_after(position)
+        next_due = None if following is None else max(anchor + following.delay, now + gap)
+        return Move(step, position, next_due, tuple(skipped))
+    return Move(None, position, None, tuple(skipped))
+
+
+@dataclass
+class DripReport:
+    enqueued: int = 0
+    skipped: int = 0
+    stopped: int = 0
+    rescheduled: int = 0
+    note: str = ""  # why nothing ran, if so
+
+    def line(self) -> str:
+        if self.note:
+            return self.note
+        return (f"queued {self.enqueued} drip mail(s), skipped {self.skipped} step(s), "
+                f"stopped {self.stopped}, rescheduled {self.rescheduled}")
+
+    @property
+    def did_anything(self) -> bool:
+        return bool(self.enqueued or self.skipped or self.stopped or self.rescheduled)
+
+
+@dataclass
+class Drip:
+    content: Content
+    window: SendWindow
+    gap: timedelta
+    batch_size: int
+    mail_domain: str
+    loaded_at: datetime  # when this process read the sequence files (see apply_changes)
+    _checked: set[str] = field(default_factory=set)
+
+    def enroll(self, session: Session, lead_id: int, magnet: str, now: datetime) -> None:
+        """Start (or restart, after a new confirmation) the magnet's sequence for a lead.
+
+        A restarted enrollment keeps its place: steps count from the new confirmation, and a
+        step the lead already got is not sent again.
+        """
+        sequence = self.content.sequence_for(magnet)
+        if sequence is None:
+            return
+        first = sequence.next_after(NOT_STARTED)
+        queries.upsert_enrollment(session, lead_id=lead_id, sequence=sequence.slug, now=now,
+                                  first_due=now + first.delay)
+
+    def run(self, db, now: datetime) -> DripReport:
+        """One pass of the drip job: every due enrollment, batch by batch, one transaction each."""
+        if not self.window.contains(now):
+            return DripReport(note=f"outside the send window ({self.window.spec})")
+        with db.transaction() as session:
+            if queries.marketing_paused(session):
+                return DripReport(note="marketing mail is paused (mailer outbox resume)")
+            self.apply_changes(session, now)
+        report = DripReport()
+        while True:
+            with db.transaction() as session:
+                handled = self._batch(session, now, report)
+            if handled < self.batch_size:
+                return report
+
+    def _batch(self, session: Session, now: datetime, report: DripReport) -> int:
+        rows = queries.due_enrollments(session, now=now, limit=self.batch_size)
+        if not rows:
+            return 0
+        lead_ids = [row.lead_id for row in rows]
+        done = queries.drip_steps_had(session, lead_ids)
+        downloaded = queries.leads_who_downloaded(session, lead_ids)
+        clicked = queries.leads_who_clicked(session, lead_ids)
+        gap = self.gap
+        mails, moves, stops = [], [], []
+        for row in rows:
+            sequence = self.content.sequences.get(row.sequence)
+            if (sequence is None or row.status != LeadStatus.CONFIRMED or not row.marketing_consent):
+                stops.append(row.id)
+                continue
+            move = advance(
+                sequence, anchor=row.anchor_at, position=row.position, last_sent=row.last_sent_at, now=now,
+                gap=gap, done=done.get((row.lead_id, row.sequence), set()),
+                facts=Facts(downloaded=(row.lead_id, sequence.magnet) in downloaded,
+                            clicked=(row.lead_id, row.sequence) in clicked),
+            )
+            report.skipped += len(move.skipped)
+            if move.step is not None:
+                mails.append(queries.drip_mail(row.lead_id, row.email, sequence.magnet, sequence.slug,
+                                               move.step.key, now, self.mail_domain))
+                report.enqueued += 1
+            else:
+                report.rescheduled += 1
+            moves.append({
+                "id": row.id, "position": move.position, "next_due_at": move.next_due_at,
+                "last_sent_at": now if move.step is not None else row.last_sent_at, "updated_at": now,
+            })
+        queries.insert_drip_mails(session, mails)
+        queries.move_enrollments(session, moves)
+        queries.stop_enrollments(session, stops, now)
+        report.stopped += len(stops)
+        return len(rows)
+
+    def apply_changes(self, session: Session, now: datetime) -> None:
+        """Record each sequence's steps, and when they changed since the last record, wake the
+        enrollments that an added (or moved) step now lies ahead of, so they get it on time.
+
+        A process started before the last record was written holds an older file: it leaves
+        the record alone, so a rolling restart does not flip between two versions.
+        """
+        for sequence in self.content.sequences.values():
+            if sequence.slug in self._checked:
+                continue
+            steps = [[s.key, s.delay_seconds] for s in sequence.steps]
+            state = session.get(SequenceState, sequence.slug)
+            if state is None:
+                session.add(SequenceState(sequence=sequence.slug, steps=json.dumps(steps), applied_at=now))
+            elif json.loads(state.steps) != steps:
+                if state.applied_at > self.loaded_at:
+                    log.warning("sequence %s: the database holds a newer version than this process read; "
+                                "restart it to use the current file", sequence.slug)
+                    self._checked.add(sequence.slug)
+                    continue
+                old = {key: delay for key, delay in json.loads(state.steps)}
+                ahead = [s.delay_seconds for s in sequence.steps if old.get(s.key) != s.delay_seconds]
+                woken = queries.wake_enrollments(session, sequence.slug, before=max(ahead), now=now) if ahead else 0
+                state.steps, state.applied_at = json.dumps(steps), now
+                log.info("sequence %s changed: %d enrollment(s) will be looked at again", sequence.slug, woken)
+            self._checked.add(sequence.slug)
+
+
+def timeline(sequence: Sequence, window: SendWindow, gap: timedelta, *, anchor: datetime, position: int,
+             last_sent: datetime | None, now: datetime, done: set[str], facts: Facts | None,
+             until: datetime) -> list[tuple[Step, datetime | None, str]]:
+    """The steps a lead will be sent from `now` to `until`: (step, send time, note).
+
+    The drip job's own `advance`, run forward in time, with each send moved to the next
+    opening of the window. With `facts` None (a lead not yet known), steps with a skip_if are
+    listed as sent, with a note saying when they are skipped.
+    """
+    planned: list[tuple[Step, datetime | None, str]] = []
+    moment = window.next_opening(now)
+    while moment <= until:
+        move = advance(sequence, anchor=anchor, position=position, last_sent=last_sent, now=moment, gap=gap,
+                       done=done, facts=facts or Facts())
+        for key in move.skipped:
+            step = sequence.step(key)
+            planned.append((step, None, "already sent" if key in done else f"skipped: {step.skip_if}"))
+        if move.step is not None:
+            note = f"skipped if {move.step.skip_if}" if facts is None and move.step.skip_if else ""
+            planned.append((move.step, moment, note))
+            last_sent = moment
+        position = move.position
+        if move.next_due_at is None:
+            break
+        moment = window.next_opening(move.next_due_at)
+    return planned
+
