@@ -200,6 +200,16 @@ def tick(now: str | None) -> None:
         click.echo(f"{job.name}: {job.run() or 'nothing to do'}")
 
 
+def _register_more() -> None:
+    from .cli_drip import drip, send_test
+
+    main.add_command(drip)
+    main.add_command(send_test)
+
+
+_register_more()
+
+
 def _exit_cleanly(*_) -> None:
     raise SystemExit(0)  # unwinds serve()'s finally: the scheduler finishes its current pass
 
