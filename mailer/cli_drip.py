@@ -30,6 +30,12 @@ def _step(services, name: str):
     return found[0]
 
 
+def _now(value: str | None):
+    from .cli import _parse_time
+
+    return _parse_time(value) if value else utcnow()
+
+
 def _lead(session, email: str | None):
     from .models import Lead
 
@@ -57,11 +63,12 @@ def drip() -> None:
 @drip.command("plan", help="Compare the sequence files with the enrollments in the database and show what "
                            "a change will do once the service restarts with it.\n\nExample: mailer drip plan")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def drip_plan(as_json: bool) -> None:
+@click.option("--now", "now", default=None, help="ISO 8601 time to plan as of (default: the current time).")
+def drip_plan(as_json: bool, now: str | None) -> None:
     from .drip_admin import plan
 
     services = _services()
-    window, now = services.settings.drip_window, utcnow()
+    window, now = services.settings.drip_window, _now(now)
     with services.db.read_only() as session:
         plans = plan(session, services.content, window, now)
     if as_json:
@@ -105,7 +112,8 @@ def _change_line(c, window) -> str:
 @click.option("--lead", "email", help="A lead's address (default: someone who confirms now).")
 @click.option("--days", default=60, show_default=True, type=click.IntRange(1, 3650), help="How far ahead.")
 @click.option("--sequence", "slug", help="The sequence (default: the one of the lead's, or the default, magnet).")
-def drip_preview(email: str | None, days: int, slug: str | None) -> None:
+@click.option("--now", "now", default=None, help="ISO 8601 time to look from (default: the current time).")
+def drip_preview(email: str | None, days: int, slug: str | None, now: str | None) -> None:
     from .drip_admin import preview
 
     services = _services()
@@ -117,7 +125,7 @@ def drip_preview(email: str | None, days: int, slug: str | None) -> None:
         if sequence is None:
             raise click.ClickException(f"no sequence {slug!r}" if slug else f"magnet {magnet!r} has no sequence")
         view = preview(session, services.content, sequence, settings.drip_window,
-                       timedelta(hours=settings.drip_min_gap_hours), utcnow(), days, lead)
+                       timedelta(hours=settings.drip_min_gap_hours), _now(now), days, lead)
     click.echo(f"{sequence.slug} for {view.who}: {view.status} (window {settings.drip_window.spec}, "
                f"{settings.drip_window.zone.key})")
     for mail in view.mails:

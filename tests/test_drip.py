@@ -1,0 +1,227 @@
+"""Drip sequences: the pure parts (window, advance, validation) and the job on real databases."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import func, select
+
+from mailer.content import load_content
+from mailer.drip import Facts, advance
+from mailer.errors import ContentError
+from mailer.models import Enrollment, Outbox
+from mailer.scheduler import build_scheduler, periodic_jobs
+from mailer.settings import PROJECT_ROOT
+from mailer.window import SendWindow, WindowError
+
+UTC = timezone.utc
+WINDOW = SendWindow.parse("mon-fri 09:00-17:00", "Europe/Amsterdam")
+SEQUENCE = load_content(PROJECT_ROOT / "content").sequences["mini-guide"]
+ANCHOR = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)  # a Tuesday, 10:00 in Amsterdam
+DAY = timedelta(days=1)
+
+
+# --- the send window ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("moment, opening", [
+    (datetime(2026, 12, 1, 8, 0, tzinfo=UTC), datetime(2026, 12, 1, 8, 0, tzinfo=UTC)),    # Tue 09:00: open
+    (datetime(2026, 12, 1, 15, 59, tzinfo=UTC), datetime(2026, 12, 1, 15, 59, tzinfo=UTC)),  # 16:59: open
+    (datetime(2026, 12, 1, 16, 0, tzinfo=UTC), datetime(2026, 12, 2, 8, 0, tzinfo=UTC)),   # 17:00: tomorrow
+    (datetime(2026, 12, 1, 7, 59, tzinfo=UTC), datetime(2026, 12, 1, 8, 0, tzinfo=UTC)),   # 08:59: at nine
+    (datetime(2026, 12, 4, 16, 30, tzinfo=UTC), datetime(2026, 12, 7, 8, 0, tzinfo=UTC)),  # Friday evening
+    (datetime(2026, 12, 5, 12, 0, tzinfo=UTC), datetime(2026, 12, 7, 8, 0, tzinfo=UTC)),   # Saturday
+    # Summer time: 09:00 in Amsterdam is 07:00 UTC (the clocks went forward on 28 March 2027).
+    (datetime(2027, 3, 27, 12, 0, tzinfo=UTC), datetime(2027, 3, 29, 7, 0, tzinfo=UTC)),
+])
+def test_the_window_opens_at_local_nine_on_weekdays(moment, opening):
+    assert WINDOW.next_opening(moment) == opening
+
+
+@pytest.mark.parametrize("spec, zone, problem", [
+    ("mon-fri 9-17", "Europe/Amsterdam", "is not like"),
+    ("mon-fry 09:00-17:00", "Europe/Amsterdam", "is not a day"),
+    ("mon-fri 17:00-09:00", "Europe/Amsterdam", "must end after it starts"),
+    ("mon-fri 09:00-25:00", "Europe/Amsterdam", "is not a time of day"),
+    ("mon-fri 09:00-17:00", "Europe/Amsterdum", "unknown time zone"),
+])
+def test_a_bad_window_says_what_is_wrong(spec, zone, problem):
+    with pytest.raises(WindowError, match=problem):
+        SendWindow.parse(spec, zone)
+
+
+def test_a_bad_window_setting_names_its_variable(tmp_path):
+    from conftest import make_env
+    from mailer.errors import SettingsError
+    from mailer.settings import Settings
+
+    with pytest.raises(SettingsError, match="MAILER_DRIP_WINDOW"):
+        Settings.from_env(make_env(tmp_path, MAILER_DRIP_WINDOW="weekdays"), dotenv=tmp_path / "none")
+    with pytest.raises(SettingsError, match="MAILER_DRIP_TIMEZONE"):
+        Settings.from_env(make_env(tmp_path, MAILER_DRIP_TIMEZONE="Mars/Olympus"), dotenv=tmp_path / "none")
+
+
+def test_a_weekend_window_wraps_around_sunday():
+    weekend = SendWindow.parse("sat-sun 10:00-24:00", "UTC")
+    assert weekend.contains(datetime(2026, 12, 6, 23, 59, tzinfo=UTC))
+    assert weekend.next_opening(datetime(2026, 12, 7, 0, 0, tzinfo=UTC)) == datetime(2026, 12, 12, 10, tzinfo=UTC)
+
+
+# --- one enrollment's next move ------------------------------------------------------------
+
+def move(now, position=-1, last_sent=None, done=frozenset(), facts=Facts()):
+    return advance(SEQUENCE, anchor=ANCHOR, position=position, last_sent=last_sent, now=now, gap=DAY,
+                   done=done, facts=facts)
+
+
+def test_nothing_is_sent_before_the_first_step_is_due():
+    early = move(ANCHOR + DAY)
+    assert early.step is None and early.next_due_at == ANCHOR + 2 * DAY
+
+
+def test_the_due_step_is_sent_and_the_next_one_scheduled():
+    first = move(ANCHOR + 2 * DAY)
+    assert first.step.key == "gids-in-de-praktijk"
+    assert first.next_due_at == ANCHOR + 4 * DAY
+
+
+def test_a_step_whose_condition_holds_is_skipped_and_the_next_is_sent_when_due():
+    at_day_6 = ANCHOR + 6 * DAY
+    sent = move(at_day_6, position=2 * 86400, last_sent=ANCHOR + 2 * DAY, facts=Facts(downloaded=True))
+    assert sent.skipped == ("nog-niet-gelezen",) and sent.step.key == "lef-en-eigenheid"
+    kept = move(at_day_6, position=2 * 86400, last_sent=ANCHOR + 2 * DAY, facts=Facts(downloaded=False))
+    assert kept.step.key == "nog-niet-gelezen"
+
+
+def test_overdue_steps_go_out_one_a_day_never_together():
+    late = ANCHOR + 30 * DAY
+    first = move(late, position=2 * 86400, last_sent=ANCHOR + 2 * DAY)
+    assert first.step.key == "nog-niet-gelezen" and first.next_due_at == late + DAY
+    same_day = move(late + timedelta(hours=3), position=first.position, last_sent=late)
+    assert same_day.step is None and same_day.next_due_at == late + DAY
+
+
+def test_a_step_the_lead_already_got_is_passed_over():
+    again = move(ANCHOR + 6 * DAY, position=4 * 86400, done={"lef-en-eigenheid"})
+    assert again.step is None and again.skipped == ("lef-en-eigenheid",)
+    assert (again.position, again.next_due_at) == (6 * 86400, ANCHOR + 10 * DAY)
+
+
+def test_after_the_last_step_nothing_is_due():
+    finished = move(ANCHOR + 40 * DAY, position=25 * 86400, last_sent=ANCHOR + 25 * DAY)
+    assert finished.step is None and finished.next_due_at is None
+
+
+# --- sequence files are checked at start-up ----------------------------------------------
+
+def broken_sequence(tmp_path, old: str, new: str):
+    content = tmp_path / "content"
+    shutil.copytree(PROJECT_ROOT / "content", content)
+    path = content / "sequences" / "mini-guide.toml"
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    return content
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ('key = "lef-en-eigenheid"', 'key = "gids-in-de-praktijk"', r"steps\[3\] \(gids-in-de-praktijk\).key' is used"),
+    ("days = 6", "days = 3", r"steps\[3\] \(lef-en-eigenheid\).days' and hours must come after the step before"),
+    ('\nskip_if = "downloaded"', '\nskip_if = "opened"', r"steps\[2\] \(nog-niet-gelezen\).skip_if' must be one of"),
+    ('magnet = "mini-guide"', 'magnet = "ebook"', r"field 'magnet' names 'ebook'"),
+    ('subject = "Waarom', 'subjekt = "Waarom', r"steps\[3\] \(lef-en-eigenheid\).subject' must be a non-empty"),
+])
+def test_a_bad_sequence_file_names_file_step_and_field(tmp_path, old, new, message):
+    content = broken_sequence(tmp_path, old, new)
+    with pytest.raises(ContentError, match=message) as error:
+        load_content(content)
+    assert "sequences/mini-guide.toml" in str(error.value)
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ('template = "mini-guide/03-lef-en-eigenheid"', 'template = "mini-guide/03-bestaat-niet"',
+     r"drip/mini-guide/03-bestaat-niet.html or .txt \(sequence mini-guide, step lef-en-eigenheid\)"),
+    ('template = "mini-guide/03-lef-en-eigenheid"', 'template = "../guide"', r"must be a path inside"),
+])
+def test_a_missing_template_stops_the_start_with_its_name(tmp_path, make_services, sqlite_url, old, new, message):
+    content = broken_sequence(tmp_path, old, new)
+    with pytest.raises(ContentError, match=message):
+        make_services(sqlite_url, MAILER_CONTENT_PATH=str(content))
+
+
+def test_a_link_name_missing_from_the_organisation_stops_the_start(tmp_path, make_services, sqlite_url):
+    content = tmp_path / "content"
+    shutil.copytree(PROJECT_ROOT / "content", content)
+    organisation = content / "organisation.toml"
+    organisation.write_text(organisation.read_text(encoding="utf-8").replace("\nvisie = ", "\nvisie-oud = "),
+                            encoding="utf-8")
+    with pytest.raises(ContentError, match=r"step lef-en-eigenheid\): link\('visie'\) is not one of the \[links\]"):
+        make_services(sqlite_url, MAILER_CONTENT_PATH=str(content))
+
+
+# --- the job on a real database ----------------------------------------------------------
+
+def enrol(services, count: int, anchor: datetime) -> None:
+    """`count` confirmed leads with marketing consent, enrolled at `anchor` (bulk, for speed)."""
+    from mailer.models import Lead
+
+    with services.db.transaction() as session:
+        session.execute(Lead.__table__.insert(), [
+            {"email": f"lead{n}@example.nl", "first_name": "", "status": "confirmed", "magnet": "mini-guide",
+             "marketing_consent": True, "created_at": anchor, "confirmed_at": anchor, "updated_at": anchor}
+            for n in range(count)
+        ])
+        ids = session.scalars(select(Lead.id)).all()
+        session.execute(Enrollment.__table__.insert(), [
+            {"lead_id": i, "sequence": "mini-guide", "status": "active", "anchor_at": anchor, "position": -1,
+             "next_due_at": anchor + 2 * DAY, "created_at": anchor, "updated_at": anchor}
+            for i in ids
+        ])
+
+
+def test_a_run_queues_each_due_step_once_in_batches(make_services, database_url, clock):
+    services = make_services(database_url, MAILER_DRIP_BATCH_SIZE="7")
+    enrol(services, 30, ANCHOR)
+    report = services.drip.run(services.db, ANCHOR + 2 * DAY)
+    assert report.enqueued == 30
+    again = services.drip.run(services.db, ANCHOR + 2 * DAY + timedelta(minutes=1))
+    assert again.enqueued == 0 and not again.did_anything
+    with services.db.read_only() as session:
+        assert session.scalar(select(func.count(func.distinct(Outbox.idempotency_key)))) == 30
+        assert set(session.scalars(select(Outbox.priority))) == {10}  # marketing: after transactional mail
+        assert set(session.scalars(select(Enrollment.next_due_at))) == {ANCHOR + 4 * DAY}
+
+
+def test_nothing_is_queued_outside_the_window_or_while_marketing_is_paused(services):
+    from mailer import queries
+
+    enrol(services, 3, ANCHOR)
+    saturday = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+    assert services.drip.run(services.db, saturday).note.startswith("outside the send window")
+    with services.db.transaction() as session:
+        queries.pause_marketing(session, reason="554 5.7.1 blocked", now=ANCHOR)
+    assert "paused" in services.drip.run(services.db, ANCHOR + 2 * DAY).note
+    with services.db.read_only() as session:
+        assert session.scalar(select(func.count()).select_from(Outbox)) == 0
+
+
+def test_leads_without_consent_are_stopped_not_mailed(services):
+    from mailer.models import Lead
+
+    enrol(services, 2, ANCHOR)
+    with services.db.transaction() as session:
+        session.execute(Lead.__table__.update().where(Lead.email == "lead0@example.nl")
+                        .values(status="undeliverable"))
+    report = services.drip.run(services.db, ANCHOR + 2 * DAY)
+    assert (report.enqueued, report.stopped) == (1, 1)
+
+
+def test_the_scheduler_holds_the_same_jobs_whatever_the_number_of_leads(services):
+    def job_count():
+        scheduler = build_scheduler(periodic_jobs(services, services.senders()))
+        return len(scheduler.get_jobs())
+
+    empty = job_count()
+    enrol(services, 500, ANCHOR)
+    assert job_count() == empty == 2  # the drip job and one dispatch job
