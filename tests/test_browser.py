@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -145,6 +146,48 @@ def test_visitor_signs_up_confirms_and_downloads_the_guide(mailer_server, browse
     context.close()
 
 
+@pytest.mark.browser
+def test_a_subscriber_unsubscribes_from_a_drip_mail_in_the_browser(mailer_server, browser):
+    address = f"drip.{uuid.uuid4().hex[:10]}@example.nl"
+    base = mailer_server.base_url
+    context = browser.new_context(viewport=PHONE, is_mobile=True, locale="nl-NL")
+    page = context.new_page()
+    with mailer_server.log_on_failure():
+        page.goto(base + "/")
+        page.get_by_label("Voornaam").fill("Daan")
+        page.get_by_label("E-mailadres").fill(address)
+        page.check("#marketing")
+        page.locator("main button[type=submit]").click()
+        expect(page.locator("h1")).to_have_text("Kijk in je mailbox")
+        confirm_mail = mailer_server.wait_for_mail(1)
+        page.goto(only_link(mail_parts(confirm_mail)[0], base + "/bevestig/"))
+        page.get_by_role("button", name="Ja, ik bevestig mijn aanvraag").click()
+        guide_mail = mailer_server.wait_for_mail(2, exclude=[confirm_mail])
+
+        # Two days pass: the first step falls due (the database holds time).
+        mailer_server.sql("UPDATE enrollments SET anchor_at = datetime(anchor_at, '-2 days'), "
+                          "next_due_at = datetime(next_due_at, '-2 days')")
+        drip_mail = mailer_server.wait_for_mail(3, exclude=[confirm_mail, guide_mail])
+        assert drip_mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        text = mail_parts(drip_mail)[0]
+        unsubscribe = only_link(text, base + "/afmelden/")
+        assert drip_mail["List-Unsubscribe"] == f"<{unsubscribe}>"
+
+        assert page.request.get(only_link(text, base + "/download/")).status == 200  # the guide, again
+
+        # The unsubscribe link shows a page with one button; only the button unsubscribes.
+        page.goto(unsubscribe)
+        expect(page.locator("h1")).to_have_text("Afmelden")
+        expect(page.locator("main button")).to_have_count(1)
+        assert mailer_server.sql("SELECT status FROM leads") == [("confirmed",)]
+        page.get_by_role("button", name="Ja, meld mij af").click()
+        expect(page.locator("h1")).to_have_text("Je bent afgemeld")
+        assert mailer_server.sql("SELECT status, marketing_consent FROM leads") == [("unsubscribed", 0)]
+        assert mailer_server.sql("SELECT status FROM enrollments") == [("stopped",)]
+        assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+    context.close()
+
+
 # --- the service and the browser -----------------------------------------------------------
 
 @dataclass
@@ -189,6 +232,11 @@ class MailerServer:
         assert len(fresh) == 1, f"expected one new mail, found {len(fresh)}"
         return fresh[0]
 
+    def sql(self, statement: str) -> list[tuple]:
+        """Run one statement on the service's SQLite file (WAL: beside the running service)."""
+        with sqlite3.connect(self.instance / "mailer.db", timeout=10) as conn:
+            return conn.execute(statement).fetchall()
+
     def health(self) -> dict:
         with urllib.request.urlopen(self.base_url + "/healthz", timeout=5) as response:
             return json.load(response)
@@ -214,6 +262,9 @@ def mailer_server(tmp_path):
         MAILER_INSTANCE_PATH=str(instance),
         MAILER_FORM_MIN_SECONDS="0",
         MAILER_BASE_URL=base_url,
+        # Drip mail may go out at any hour of the test, and the drip job runs every second.
+        MAILER_DRIP_WINDOW="mon-sun 00:00-24:00",
+        MAILER_DRIP_INTERVAL="1",
     )
     log_path = tmp_path / "mailer-serve.log"
     work_dir = tmp_path / "cwd"  # no stray .env from the project folder

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from email import message_from_bytes, policy
 
 from sqlalchemy import select
 
@@ -201,3 +202,26 @@ def test_signing_up_again_after_unsubscribing_restarts_the_sequence_where_it_sto
     subjects = [m["Subject"] for m in deliver(services)]
     # Counting from the new confirmation: day 4 is the reminder, never the day-2 mail again.
     assert subjects == ["Je mini guide staat nog voor je klaar"]
+
+
+def test_a_mailbox_refused_on_a_drip_mail_stops_the_sequence(make_services, database_url, clock, smtp_server):
+    from mailer import create_app
+    from conftest import Visitor
+
+    services = make_services(database_url, MAILER_MAIL_URL=smtp_server.url)
+    client = create_app(services=services).test_client()
+    Visitor(client, clock).sign_up("weg@gemeente.nl", marketing=True)
+    relay = lambda: Sender(services, services.transport(), worker="test").dispatch_all()  # noqa: E731
+    relay()
+    confirm(client, message_from_bytes(smtp_server.messages[0].content, policy=policy.default))
+    relay()
+    smtp_server.replies["weg@gemeente.nl"] = "550 5.1.1 <weg@gemeente.nl>: Recipient address rejected"
+    clock.advance(days=2)
+    services.drip.run(services.db, clock.now())
+    assert relay().failed == 1
+    assert lead(services, "weg@gemeente.nl").status == "undeliverable"
+    with services.db.read_only() as session:
+        assert (session.scalar(select(Enrollment.status)), session.scalar(select(Enrollment.next_due_at))) == \
+            ("stopped", None)
+    clock.advance(days=2)
+    assert services.drip.run(services.db, clock.now() + timedelta(days=3)).enqueued == 0
