@@ -48,11 +48,11 @@ def _lead(session, email: str | None):
 
 
 def _recipient(lead):
+    """Who a rendered or test mail is addressed as. Its links always name no lead: a test
+    mailbox's one-click unsubscribe (or a shared file) must not unsubscribe a real lead."""
     from .rendering import Recipient
 
-    if lead is None:  # links in a sample point at no lead: they lead nowhere harmful
-        return Recipient(0, "voorbeeld@example.nl", "Voorbeeld")
-    return Recipient(lead.id, lead.email, lead.first_name)
+    return Recipient(0, "voorbeeld@example.nl", lead.first_name if lead else "Voorbeeld")
 
 
 @click.group(help="Drip sequences: what a change to a sequence file will do, and what a lead will get.")
@@ -139,7 +139,7 @@ def drip_preview(email: str | None, days: int, slug: str | None, now: str | None
                              "part).\n\nExample: mailer drip render lef-en-eigenheid --output lef.html")
 @click.argument("step")
 @click.option("--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--lead", "email", help="Render for this lead (default: a sample recipient).")
+@click.option("--lead", "email", help="Use this lead's name (links never name a real lead).")
 def drip_render(step: str, output: Path, email: str | None) -> None:
     services = _services()
     sequence, found = _step(services, step)
@@ -158,7 +158,7 @@ def drip_render(step: str, output: Path, email: str | None) -> None:
                                  "Example: mailer send-test lef-en-eigenheid --to me@example.nl")
 @click.argument("step")
 @click.option("--to", "address", required=True, help="Where to send it.")
-@click.option("--lead", "email", help="Render it as this lead would get it (default: a sample recipient).")
+@click.option("--lead", "email", help="Use this lead's name (links never name a real lead).")
 def send_test(step: str, address: str, email: str | None) -> None:
     from email.utils import make_msgid
 

@@ -166,6 +166,11 @@ class _Fields:
             raise self.fail(name, "must be a whole number of at least 1")
         return value
 
+    def only(self, known: set[str]) -> None:
+        unknown = sorted(set(self.data) - known)
+        if unknown:
+            raise self.fail(unknown[0], f"is not a known field (known: {', '.join(sorted(known))})")
+
     def count(self, name: str) -> int:
         """A whole number of zero or more; absent means zero."""
         value = self.data.get(name, 0)
@@ -232,8 +237,13 @@ def _mail_text(fields: _Fields) -> MailText:
     )
 
 
+SEQUENCE_FIELDS = {"magnet", "name", "steps"}
+STEP_FIELDS = {"key", "days", "hours", "subject", "template", "skip_if"}
+
+
 def _load_sequence(path: Path, magnets: dict[str, Magnet]) -> Sequence:
     fields = _Fields(path, _read_toml(path))
+    fields.only(SEQUENCE_FIELDS)
     if not SLUG.match(path.stem):
         raise ContentError(f"{path}: the file name must be a slug (lowercase letters, digits, dashes)")
     magnet = fields.text("magnet")
@@ -247,6 +257,7 @@ def _load_sequence(path: Path, magnets: dict[str, Magnet]) -> Sequence:
         step_fields = _Fields(path, raw, f"steps[{number}].")
         key = step_fields.text("key")
         where = _Fields(path, raw, f"steps[{number}] ({key}).")
+        where.only(STEP_FIELDS)  # a typo such as `hour` or `skipif` must not pass silently
         if not SLUG.match(key):
             raise where.fail("key", "must be a slug (lowercase letters, digits, dashes)")
         if any(s.key == key for s in steps):

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
 from . import queries
 from .content import Content, Sequence, Step
-from .models import NOT_STARTED, LeadStatus, SequenceState
+from .models import NOT_STARTED, LeadStatus
 from .window import SendWindow
 
 log = logging.getLogger("mailer.drip")
@@ -108,7 +108,6 @@ class Drip:
     batch_size: int
     mail_domain: str
     loaded_at: datetime  # when this process read the sequence files (see apply_changes)
-    _checked: set[str] = field(default_factory=set)
 
     def enroll(self, session: Session, lead_id: int, magnet: str, now: datetime) -> None:
         """Start (or restart, after a new confirmation) the magnet's sequence for a lead.
@@ -130,16 +129,17 @@ class Drip:
         with db.transaction() as session:
             if queries.marketing_paused(session):
                 return DripReport(note="marketing mail is paused (mailer outbox resume)")
-            self.apply_changes(session, now)
+            current = self.apply_changes(session, now)
         report = DripReport()
-        while True:
+        while current:
             with db.transaction() as session:
-                handled = self._batch(session, now, report)
+                handled = self._batch(session, now, current, report)
             if handled < self.batch_size:
-                return report
+                break
+        return report
 
-    def _batch(self, session: Session, now: datetime, report: DripReport) -> int:
-        rows = queries.due_enrollments(session, now=now, limit=self.batch_size)
+    def _batch(self, session: Session, now: datetime, sequences: list[str], report: DripReport) -> int:
+        rows = queries.due_enrollments(session, now=now, sequences=sequences, limit=self.batch_size)
         if not rows:
             return 0
         lead_ids = [row.lead_id for row in rows]
@@ -149,8 +149,8 @@ class Drip:
         gap = self.gap
         mails, moves, stops = [], [], []
         for row in rows:
-            sequence = self.content.sequences.get(row.sequence)
-            if (sequence is None or row.status != LeadStatus.CONFIRMED or not row.marketing_consent):
+            sequence = self.content.sequences[row.sequence]
+            if row.status != LeadStatus.CONFIRMED or not row.marketing_consent:
                 stops.append(row.id)
                 continue
             move = advance(
@@ -176,32 +176,40 @@ class Drip:
         report.stopped += len(stops)
         return len(rows)
 
-    def apply_changes(self, session: Session, now: datetime) -> None:
-        """Record each sequence's steps, and when they changed since the last record, wake the
-        enrollments that an added (or moved) step now lies ahead of, so they get it on time.
+    def apply_changes(self, session: Session, now: datetime) -> list[str]:
+        """Record each sequence's steps, apply a change to them once, and return the sequences
+        this process may move leads through: those whose record matches its file.
 
-        A process started before the last record was written holds an older file: it leaves
-        the record alone, so a rolling restart does not flip between two versions.
+        On a change, the enrollments that an added (or moved) step now lies ahead of are made
+        due at that step's time, and queued mail of removed steps is cancelled. A process
+        started before the record was last written holds an older file: it leaves the record,
+        and that sequence's leads, to the newer processes (a rolling restart).
         """
+        current = []
         for sequence in self.content.sequences.values():
-            if sequence.slug in self._checked:
-                continue
             steps = [[s.key, s.delay_seconds] for s in sequence.steps]
-            state = session.get(SequenceState, sequence.slug)
-            if state is None:
-                session.add(SequenceState(sequence=sequence.slug, steps=json.dumps(steps), applied_at=now))
-            elif json.loads(state.steps) != steps:
+            state = queries.sequence_state(session, sequence.slug, json.dumps(steps), now)
+            recorded = json.loads(state.steps)
+            if recorded != steps:
                 if state.applied_at > self.loaded_at:
                     log.warning("sequence %s: the database holds a newer version than this process read; "
-                                "restart it to use the current file", sequence.slug)
-                    self._checked.add(sequence.slug)
+                                "leaving it to the processes that have it", sequence.slug)
                     continue
-                old = {key: delay for key, delay in json.loads(state.steps)}
-                ahead = [s.delay_seconds for s in sequence.steps if old.get(s.key) != s.delay_seconds]
-                woken = queries.wake_enrollments(session, sequence.slug, before=max(ahead), now=now) if ahead else 0
+                self._apply(session, sequence, dict(recorded), now)
                 state.steps, state.applied_at = json.dumps(steps), now
-                log.info("sequence %s changed: %d enrollment(s) will be looked at again", sequence.slug, woken)
-            self._checked.add(sequence.slug)
+            current.append(sequence.slug)
+        return current
+
+    @staticmethod
+    def _apply(session: Session, sequence: Sequence, recorded: dict[str, int], now: datetime) -> None:
+        woken = sum(
+            queries.bring_forward(session, sequence.slug, delay=step.delay_seconds, now=now)
+            for step in sequence.steps if recorded.get(step.key) != step.delay_seconds
+        )
+        removed = [key for key in recorded if sequence.step(key) is None]
+        cancelled = queries.cancel_removed_steps(session, sequence.slug, removed) if removed else 0
+        log.info("sequence %s changed: %d enrollment(s) have a new step ahead, %d queued mail(s) of "
+                 "removed steps cancelled", sequence.slug, woken, cancelled)
 
 
 def timeline(sequence: Sequence, window: SendWindow, gap: timedelta, *, anchor: datetime, position: int,

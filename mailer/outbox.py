@@ -136,6 +136,8 @@ class Sender:
             ids = queries.claim_due(
                 session, now=now, lease_until=now + self.lease, worker=self.worker,
                 limit=limit or services.settings.send_batch_size,
+                # Marketing mail goes out in the send window only, retries and backlogs too.
+                marketing=services.settings.drip_window.contains(now),
             )
             work = self._load(session, ids) if ids else []
         self._lease_renewed_at = now
@@ -204,6 +206,12 @@ class Sender:
         if expired:
             self._record(item, OutboxStatus.CANCELLED, None, expired, report, attempted=False)
             return
+        if item.kind == MailKind.DRIP and not self._knows_step(item):
+            # Queued by a process with a newer sequence file (a rolling restart): leave it to one.
+            log.warning("outbox row %s: step %s/%s is not in this process's sequence file; released",
+                        item.id, item.sequence, item.step)
+            self._release([item], report)
+            return
         if item.marketing and not self._write(
                 lambda db: queries.still_claimed(db, row_id=item.id, worker=self.worker)):
             # Cancelled since the claim (the lead unsubscribed, an operator cancelled it).
@@ -270,16 +278,18 @@ class Sender:
 
     def _purpose_expired(self, item: _Work) -> str:
         """Why this mail should no longer go out, or "": a confirmation that arrives after its
-        link would have expired only confuses (the visitor can ask again); a drip step that
-        was removed from its sequence is never sent."""
+        link would have expired only confuses (the visitor can ask again)."""
         max_age = timedelta(days=self.services.settings.confirm_max_age_days)
         if item.kind == MailKind.CONFIRM and self.services.clock.now() - item.queued_at > max_age:
             return f"not sent: a confirmation older than its link's {max_age.days} days"
-        if item.kind == MailKind.DRIP:
-            sequence = self.services.content.sequences.get(item.sequence)
-            if sequence is None or sequence.step(item.step) is None:
-                return f"not sent: step {item.step!r} is no longer in sequence {item.sequence!r}"
         return ""
+
+    def _knows_step(self, item: _Work) -> bool:
+        """Whether this process's content has the row's step. A removed step's rows were
+        cancelled when the change was applied (drip.Drip.apply_changes), so an unknown step
+        comes from a newer file than ours."""
+        sequence = self.services.content.sequences.get(item.sequence)
+        return sequence is not None and sequence.step(item.step) is not None
 
     def _record_failure(self, item: _Work, exc: DeliveryError, report: DispatchReport) -> None:
         settings = self.services.settings

@@ -7,13 +7,13 @@ from datetime import datetime
 
 from email.utils import make_msgid
 
-from sqlalchemy import Connection, bindparam, case, func, select, text, update
+from sqlalchemy import Connection, bindparam, case, func, select, text, type_coerce, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from .models import (
     MARKETING_PRIORITY, NOT_STARTED, Click, Download, Enrollment, EnrollmentStatus, Lead, LeadStatus,
-    MailKind, Outbox, OutboxStatus, Pause, UTCDateTime,
+    MailKind, Outbox, OutboxStatus, Pause, SequenceState, UTCDateTime,
 )
 
 MARKETING = "marketing"  # the one pause scope
@@ -21,7 +21,8 @@ NO_PRIORITY_LIMIT = 1_000_000
 
 # Claim due rows for one worker in one statement. A row is due when it is queued or deferred
 # and its time has come, or when it is 'sending' under a lease that ran out (its worker died).
-# Rows of priority :max_priority and above are left alone (marketing, while it is paused);
+# Rows of priority :max_priority and above are left alone (marketing, while it is paused or
+# outside the send window);
 # lower priority goes first, so transactional mail overtakes a marketing backlog.
 # PostgreSQL: FOR UPDATE SKIP LOCKED lets several workers claim side by side without waiting
 # on each other or taking the same row. SQLite has no row locks; the caller's transaction
@@ -47,10 +48,12 @@ CLAIM_SQLITE = text(_CLAIM.format(lock="")).bindparams(
 )
 
 
-def claim_due(session: Session, *, now: datetime, lease_until: datetime, worker: str, limit: int) -> list[int]:
-    """Mark up to `limit` due rows as 'sending' for this worker; return their ids, most urgent first."""
+def claim_due(session: Session, *, now: datetime, lease_until: datetime, worker: str, limit: int,
+              marketing: bool = True) -> list[int]:
+    """Mark up to `limit` due rows as 'sending' for this worker; return their ids, most urgent
+    first. Marketing rows only when `marketing` (the send window is open) and not paused."""
     statement = CLAIM_POSTGRES if session.bind.dialect.name == "postgresql" else CLAIM_SQLITE
-    paused = session.get(Pause, MARKETING) is not None
+    paused = not marketing or session.get(Pause, MARKETING) is not None
     rows = session.execute(statement, {
         "now": now, "lease": lease_until, "worker": worker, "limit": limit,
         "max_priority": MARKETING_PRIORITY if paused else NO_PRIORITY_LIMIT,
@@ -72,15 +75,16 @@ def release(db: Session | Connection, ids: list[int], worker: str) -> int:
 
 
 def mark_undeliverable(db: Session | Connection, *, lead_id: int, reply: str, now: datetime) -> None:
-    """The mailbox does not exist: the lead gets nothing more, its waiting mail is cancelled."""
+    """The mailbox does not exist: the lead gets nothing more, its waiting mail is cancelled.
+    Enrollments stop first, so no drip step is queued after the cancelling."""
     db.execute(update(Lead).where(Lead.id == lead_id)
                     .values(status=LeadStatus.UNDELIVERABLE.value, updated_at=now))
+    _stop_lead_enrollments(db, lead_id, now)
     db.execute(
         update(Outbox)
         .where(Outbox.lead_id == lead_id, Outbox.status.in_([OutboxStatus.QUEUED, OutboxStatus.DEFERRED]))
         .values(status=OutboxStatus.CANCELLED.value, last_error=f"address undeliverable: {reply}"[:2000])
     )
-    _stop_lead_enrollments(db, lead_id, now)
 
 
 def stop_marketing(db: Session | Connection, *, lead_id: int, reason: str, now: datetime) -> int:
@@ -296,8 +300,9 @@ def marketing_paused(session: Session) -> bool:
     return session.get(Pause, MARKETING) is not None
 
 
-def due_enrollments(session: Session, *, now: datetime, limit: int):
-    """Up to `limit` enrollments whose next_due_at has come, oldest first, with their lead.
+def due_enrollments(session: Session, *, now: datetime, sequences: list[str], limit: int):
+    """Up to `limit` enrollments of these sequences whose next_due_at has come, oldest first,
+    with their lead.
 
     Reads ix_enrollments_due from its low end, so the cost is the due rows, not the list.
     PostgreSQL: SKIP LOCKED lets several workers run the drip job side by side, each on
@@ -307,7 +312,7 @@ def due_enrollments(session: Session, *, now: datetime, limit: int):
         select(Enrollment.id, Enrollment.lead_id, Enrollment.sequence, Enrollment.anchor_at,
                Enrollment.position, Enrollment.last_sent_at, Lead.email, Lead.status, Lead.marketing_consent)
         .join(Lead, Lead.id == Enrollment.lead_id)
-        .where(Enrollment.next_due_at <= now)
+        .where(Enrollment.next_due_at <= now, Enrollment.sequence.in_(sequences))
         .order_by(Enrollment.next_due_at)
         .limit(limit)
         .with_for_update(of=Enrollment, skip_locked=True)
@@ -363,12 +368,47 @@ def stop_enrollments(session: Session, ids: list[int], now: datetime) -> None:
                         .values(status=EnrollmentStatus.STOPPED.value, next_due_at=None, updated_at=now))
 
 
-def wake_enrollments(session: Session, sequence: str, *, before: int, now: datetime) -> int:
-    """Have the drip job look again now at the active enrollments of a sequence whose place is
-    before `before` seconds (a step added or moved there lies ahead of them)."""
+def sequence_state(session: Session, sequence: str, steps: str, now: datetime) -> SequenceState:
+    """The recorded steps of a sequence, locked for this transaction; `steps` is recorded first
+    if there is no record yet (ON CONFLICT: two workers may start at the same moment)."""
+    dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
+    session.execute(dialect.insert(SequenceState).values(sequence=sequence, steps=steps, applied_at=now)
+                    .on_conflict_do_nothing(index_elements=["sequence"]))
+    return session.get(SequenceState, sequence, with_for_update=True, populate_existing=True)
+
+
+def bring_forward(session: Session, sequence: str, *, delay: int, now: datetime) -> int:
+    """A step at `delay` seconds was added (or moved there): active enrollments that have not
+    passed that place become due at the step's time, if they were due later (or never).
+
+    A one-off scan of the sequence's enrollments when a change is applied; the drip job then
+    meets each of them when it is due, so its ticks still cost only what is due.
+    """
+    step_at = _plus_seconds(session, Enrollment.anchor_at, delay)
     return session.execute(
         update(Enrollment)
         .where(Enrollment.sequence == sequence, Enrollment.status == EnrollmentStatus.ACTIVE,
-               Enrollment.position < before, (Enrollment.next_due_at.is_(None)) | (Enrollment.next_due_at > now))
-        .values(next_due_at=now, updated_at=now)
+               Enrollment.position < delay,
+               Enrollment.next_due_at.is_(None) | (Enrollment.next_due_at > step_at))
+        .values(next_due_at=step_at, updated_at=now)
+    ).rowcount
+
+
+def _plus_seconds(session: Session, column, seconds: int):
+    """`column + seconds` in SQL, typed so SQLAlchemy reads the result back as a UTC datetime."""
+    if session.bind.dialect.name == "postgresql":
+        expression = column + func.make_interval(0, 0, 0, 0, 0, 0, seconds)
+    else:  # the text form SQLAlchemy stores, which also sorts right against it
+        expression = func.strftime("%Y-%m-%d %H:%M:%f", column, f"+{int(seconds)} seconds")
+    return type_coerce(expression, UTCDateTime())
+
+
+def cancel_removed_steps(session: Session, sequence: str, steps: list[str]) -> int:
+    """Mail of steps removed from a sequence is never sent, even by a worker that has it claimed."""
+    return session.execute(
+        update(Outbox)
+        .where(Outbox.kind == MailKind.DRIP.value, Outbox.sequence == sequence, Outbox.step.in_(steps),
+               Outbox.status.in_([OutboxStatus.QUEUED, OutboxStatus.DEFERRED, OutboxStatus.SENDING]))
+        .values(status=OutboxStatus.CANCELLED.value, last_error="not sent: the step was removed from the sequence",
+                claimed_by=None, claimed_until=None)
     ).rowcount

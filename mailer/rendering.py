@@ -9,6 +9,7 @@ words, so spam filters see a balanced message.
 from __future__ import annotations
 
 import binascii
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from email.header import Header
@@ -50,6 +51,7 @@ NAME_MARK = "MAILERNAMEMARK"
 LINK_MARK = "https://mailer.invalid/LINKMARK"
 UNSUBSCRIBE_MARK = "https://mailer.invalid/UNSUBSCRIBEMARK"
 CLICK_MARK = "https://mailer.invalid/click/{name}/"  # one per named link; names are slugs
+MARKS = re.compile(r"https://mailer\.invalid/(?:LINKMARK|UNSUBSCRIBEMARK|click/[a-z0-9-]+/)")
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ class _Prepared:
 
 class MailRenderer:
     def __init__(self, templates: Path, content: Content, links: Links, confirm_days: int,
-                 list_domain: str = "localhost", click_tracking: bool = True):
+                 list_domain: str = "localhost", click_tracking: bool = True, one_click: bool = True):
         self.env = Environment(
             loader=FileSystemLoader(templates / "mail"),
             autoescape=select_autoescape(["html"]),
@@ -74,6 +76,8 @@ class MailRenderer:
         self.confirm_days = confirm_days
         self.list_domain = list_domain
         self.click_tracking = click_tracking
+        # RFC 8058: List-Unsubscribe-Post only beside an https List-Unsubscribe URL.
+        self.one_click = one_click
         self.inliner = css_inline.CSSInliner(keep_style_tags=False)
         self._prepared: dict[tuple[str, str], _Prepared] = {}
 
@@ -114,7 +118,7 @@ class MailRenderer:
         headers = (
             ("List-Id", _list_id(sequence.name, f"{sequence_slug}.{self.list_domain}")),
             ("List-Unsubscribe", f"<{unsubscribe}>"),
-            ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+            *((("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),) if self.one_click else ()),
         )
         return RenderedMail(prepared.subject, text, html, headers)
 
@@ -147,7 +151,7 @@ class MailRenderer:
             "org": self.content.organisation, "magnet": magnet, "mail": mail, "subject": mail.subject,
             "name": NAME_MARK, "link": LINK_MARK, "link_days": days,
         }
-        prepared = self._render_pair(kind, context, mail.subject, (NAME_MARK, LINK_MARK))
+        prepared = self._render_pair(kind, context, mail.subject)
         self._prepared[(kind, magnet_slug)] = prepared
         return prepared
 
@@ -168,18 +172,18 @@ class MailRenderer:
             "subject": step.subject, "name": NAME_MARK, "guide_link": LINK_MARK,
             "unsubscribe": UNSUBSCRIBE_MARK, "link": link,
         }
-        prepared = self._render_pair(f"drip/{step.template}", context, step.subject, (NAME_MARK, UNSUBSCRIBE_MARK))
+        prepared = self._render_pair(f"drip/{step.template}", context, step.subject)
         if UNSUBSCRIBE_MARK not in prepared.html or UNSUBSCRIBE_MARK not in prepared.text:
             raise ValueError("no unsubscribe link in both parts: extend drip/_layout.html and drip/_layout.txt")
         prepared = _Prepared(prepared.subject, prepared.text, prepared.html, tuple(used))
         self._prepared[("drip", f"{sequence.slug}/{step.key}")] = prepared
         return prepared
 
-    def _render_pair(self, name: str, context: dict, subject: str, marks: tuple[str, ...]) -> _Prepared:
+    def _render_pair(self, name: str, context: dict, subject: str) -> _Prepared:
         rendered = self.env.get_template(f"{name}.html").render(context)
         html = self.inliner.inline(rendered)
         text = _tidy_text(self.env.get_template(f"{name}.txt").render(context))
-        for mark in marks:  # css-inline must leave the markers as they were
+        for mark in {NAME_MARK, *MARKS.findall(rendered)}:  # css-inline must leave every marker as it was
             if html.count(mark) != rendered.count(mark):
                 raise ValueError(f"template {name}.html: a placeholder changed while its CSS was inlined")
         return _Prepared(subject, text, html)

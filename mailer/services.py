@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from email.utils import parseaddr
@@ -19,6 +20,7 @@ from .tokens import Signer
 from .transports import Transport, make_transport
 
 TEMPLATES = PROJECT_ROOT / "templates"
+log = logging.getLogger("mailer")
 
 
 @dataclass
@@ -63,7 +65,11 @@ def build_services(settings: Settings | None = None, clock=None, defaults: dict[
     links = Links(settings.base_url, signer)
     mail_domain = parseaddr(settings.mail_from)[1].rpartition("@")[2]
     renderer = MailRenderer(TEMPLATES, content, links, settings.confirm_max_age_days,
-                            list_domain=mail_domain, click_tracking=settings.click_tracking)
+                            list_domain=mail_domain, click_tracking=settings.click_tracking,
+                            one_click=settings.is_https)
+    if content.sequences and not settings.is_https and not settings.embedded:
+        log.warning("MAILER_BASE_URL is not https: drip mail goes out without one-click unsubscribe "
+                    "(RFC 8058), which Gmail and Yahoo require of bulk senders")
     renderer.check()
     drip = Drip(content=content, window=settings.drip_window, gap=timedelta(hours=settings.drip_min_gap_hours),
                 batch_size=settings.drip_batch_size, mail_domain=mail_domain, loaded_at=clock.now())

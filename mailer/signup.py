@@ -117,7 +117,7 @@ class Funnel:
         so), its enrollments stop, its queued marketing mail is cancelled, and a consent event
         records how. Repeating it changes nothing and records nothing more."""
         lead = self.lead_for(session, link, lock=True)
-        if lead.status == LeadStatus.UNSUBSCRIBED and not lead.marketing_consent:
+        if lead.status in (LeadStatus.UNSUBSCRIBED, LeadStatus.UNDELIVERABLE) and not lead.marketing_consent:
             return lead
         if lead.status != LeadStatus.UNDELIVERABLE:
             lead.status = LeadStatus.UNSUBSCRIBED.value
@@ -134,7 +134,10 @@ class Funnel:
 
     def lead_for(self, session: Session, link: LeadLink, lock: bool = False) -> Lead:
         """The lead a link names, or InvalidLink if it is gone (erased, purged) or was replaced."""
-        lead = session.get(Lead, link.lead_id, with_for_update=lock)
+        # FOR NO KEY UPDATE on PostgreSQL: it still serialises confirm and unsubscribe clicks,
+        # but lets the drip job insert outbox rows that reference this lead meanwhile (their
+        # foreign key takes a KEY SHARE lock, which FOR UPDATE would block: a deadlock).
+        lead = session.get(Lead, link.lead_id, with_for_update={"key_share": True} if lock else None)
         if lead is None or fingerprint(lead.email) != link.fingerprint:
             raise InvalidLink("unknown", magnet=link.magnet)
         return lead

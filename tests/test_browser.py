@@ -168,7 +168,8 @@ def test_a_subscriber_unsubscribes_from_a_drip_mail_in_the_browser(mailer_server
         mailer_server.sql("UPDATE enrollments SET anchor_at = datetime(anchor_at, '-2 days'), "
                           "next_due_at = datetime(next_due_at, '-2 days')")
         drip_mail = mailer_server.wait_for_mail(3, exclude=[confirm_mail, guide_mail])
-        assert drip_mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        # RFC 8058: one-click only beside an https link; this embedded server is plain http.
+        assert drip_mail["List-Unsubscribe-Post"] is None
         text = mail_parts(drip_mail)[0]
         unsubscribe = only_link(text, base + "/afmelden/")
         assert drip_mail["List-Unsubscribe"] == f"<{unsubscribe}>"

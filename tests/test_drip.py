@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -130,7 +132,8 @@ def broken_sequence(tmp_path, old: str, new: str):
     ("days = 6", "days = 3", r"steps\[3\] \(lef-en-eigenheid\).days' and hours must come after the step before"),
     ('\nskip_if = "downloaded"', '\nskip_if = "opened"', r"steps\[2\] \(nog-niet-gelezen\).skip_if' must be one of"),
     ('magnet = "mini-guide"', 'magnet = "ebook"', r"field 'magnet' names 'ebook'"),
-    ('subject = "Waarom', 'subjekt = "Waarom', r"steps\[3\] \(lef-en-eigenheid\).subject' must be a non-empty"),
+    ('subject = "Waarom', '# subject = "Waarom', r"steps\[3\] \(lef-en-eigenheid\).subject' must be a non-empty"),
+    ("days = 6", "dayz = 6", r"steps\[3\] \(lef-en-eigenheid\).dayz' is not a known field"),
 ])
 def test_a_bad_sequence_file_names_file_step_and_field(tmp_path, old, new, message):
     content = broken_sequence(tmp_path, old, new)
@@ -225,3 +228,91 @@ def test_the_scheduler_holds_the_same_jobs_whatever_the_number_of_leads(services
     empty = job_count()
     enrol(services, 500, ANCHOR)
     assert job_count() == empty == 2  # the drip job and one dispatch job
+
+
+# --- sequence changes and several processes ---------------------------------------------------
+
+def test_a_newer_process_applies_a_change_once_and_an_older_one_leaves_it_alone(
+        make_services, database_url, clock, tmp_path):
+    from mailer import queries
+    from mailer.models import SequenceState
+    from test_drip_walk import changed_content
+
+    old = make_services(database_url)
+    enrol(old, 3, ANCHOR)
+    assert old.drip.run(old.db, ANCHOR + 2 * DAY).enqueued == 3
+    with old.db.transaction() as session:  # a mail of the step about to be removed, still queued
+        queries.insert_drip_mails(session, [queries.drip_mail(1, "lead0@example.nl", "mini-guide", "mini-guide",
+                                                              "kennismaken", ANCHOR, "example.nl")])
+    clock.set(ANCHOR + 3 * DAY)
+    new = make_services(database_url, MAILER_CONTENT_PATH=changed_content(tmp_path, old))
+    new.drip.run(new.db, ANCHOR + 3 * DAY)  # applies: 'vroeg' (day 3) is due now for all three
+    old_run = old.drip.run(old.db, ANCHOR + 3 * DAY + timedelta(hours=1))
+
+    assert not old_run.did_anything
+    with new.db.read_only() as session:
+        steps = [key for key, _ in json.loads(session.get(SequenceState, "mini-guide").steps)]
+        removed = session.scalar(select(Outbox).where(Outbox.step == "kennismaken"))
+        early = session.scalar(select(func.count()).select_from(Outbox).where(Outbox.step == "vroeg"))
+    assert "terugblik" in steps and "kennismaken" not in steps
+    assert removed.status == "cancelled" and "removed from the sequence" in removed.last_error
+    assert early == 3
+
+
+def test_two_workers_run_the_drip_job_at_once_and_queue_each_step_once(make_services, postgres_url):
+    first, second = make_services(postgres_url, MAILER_DRIP_BATCH_SIZE="25"), \
+        make_services(postgres_url, MAILER_DRIP_BATCH_SIZE="25")
+    enrol(first, 300, ANCHOR)
+    start, reports, errors = threading.Barrier(2), [], []
+
+    def work(services):
+        start.wait()
+        try:
+            reports.append(services.drip.run(services.db, ANCHOR + 2 * DAY))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == [] and sum(r.enqueued for r in reports) == 300
+    with first.db.read_only() as session:
+        assert session.scalar(select(func.count(func.distinct(Outbox.lead_id)))) == 300
+        assert session.scalar(select(func.count()).select_from(Outbox)) == 300
+
+
+def test_the_drip_job_does_not_wait_for_an_unsubscribe_in_progress(make_services, postgres_url):
+    from mailer.signup import Evidence
+    from mailer.tokens import UNSUBSCRIBE
+
+    services = make_services(postgres_url)
+    enrol(services, 1, ANCHOR)
+    token = services.links.unsubscribe(1, "mini-guide", "lead0@example.nl").rsplit("/", 1)[1]
+    link = services.signer.read_lead_link(UNSUBSCRIBE, token)
+    reports = []
+    with services.db.transaction() as session:
+        services.funnel.lead_for(session, link, lock=True)  # the unsubscribe request holds the lead
+        runner = threading.Thread(target=lambda: reports.append(services.drip.run(services.db, ANCHOR + 2 * DAY)))
+        runner.start()
+        runner.join(timeout=20)
+        assert not runner.is_alive(), "the drip job waited for the lead's lock: the two would deadlock"
+        services.funnel.unsubscribe(session, link, Evidence(None, None, "test"), ANCHOR + 2 * DAY)
+    assert reports[0].enqueued == 1
+    with services.db.read_only() as session:
+        assert session.scalar(select(Outbox.status)) == "cancelled"  # queued by the job, cancelled by the click
+
+
+def test_marketing_mail_waits_for_the_window_to_be_sent_too(services, clock):
+    from mailer.outbox import Sender
+    from mailer.transports.memory import MemoryTransport
+
+    enrol(services, 2, ANCHOR)
+    friday_late = datetime(2026, 12, 4, 15, 59, tzinfo=UTC)  # 16:59 in Amsterdam: queued
+    assert services.drip.run(services.db, friday_late).enqueued == 2
+    transport = MemoryTransport()
+    clock.set(friday_late + timedelta(minutes=1))  # 17:00: the relay was slow, nothing went yet
+    assert Sender(services, transport, worker="test").dispatch_all().sent == 0
+    clock.set(datetime(2026, 12, 7, 8, 0, tzinfo=UTC))  # Monday 09:00
+    assert Sender(services, transport, worker="test").dispatch_all().sent == 2

@@ -5,6 +5,7 @@ click redirect of drip mails."""
 from __future__ import annotations
 
 from flask import Blueprint, current_app, redirect, render_template, request, send_file, url_for
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from ..errors import InvalidLink
 from ..extensions import csrf, limiter
@@ -118,13 +119,21 @@ def click(token: str):
         return error_page(404)
     target = svc.content.organisation.links.get(clicked.link)
     if request.method == "GET":
-        with svc.db.transaction() as session:
-            lead = session.get(Lead, clicked.lead_id)
-            if lead is not None and fingerprint(lead.email) == clicked.fingerprint:  # not for an erased lead
-                session.add(Click(lead_id=lead.id, sequence=clicked.sequence, step=clicked.step,
-                                  link=clicked.link, at=svc.clock.now()))
+        try:
+            _record_click(svc, clicked)
+        except (OperationalError, InterfaceError):  # the visitor still gets where they were going
+            current_app.logger.warning("click on %s/%s not recorded: database unavailable",
+                                       clicked.sequence, clicked.step)
     # A link since removed from the content still leads somewhere: the organisation's site.
     return redirect(target or svc.content.organisation.website, code=302)
+
+
+def _record_click(svc, clicked) -> None:
+    with svc.db.transaction() as session:
+        lead = session.get(Lead, clicked.lead_id)
+        if lead is not None and fingerprint(lead.email) == clicked.fingerprint:  # not for an erased lead
+            session.add(Click(lead_id=lead.id, sequence=clicked.sequence, step=clicked.step,
+                              link=clicked.link, at=svc.clock.now()))
 
 
 def invalid_link(exc: InvalidLink):
