@@ -202,9 +202,10 @@ def tick(now: str | None) -> None:
 
 def _register_more() -> None:
     from .cli_drip import drip, send_test
+    from .cli_leads import COMMANDS
 
-    main.add_command(drip)
-    main.add_command(send_test)
+    for command in (drip, send_test, *COMMANDS):
+        main.add_command(command)
 
 
 _register_more()

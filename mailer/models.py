@@ -261,3 +261,27 @@ class Click(Base):
     step: Mapped[str] = mapped_column(String(100))
     link: Mapped[str] = mapped_column(String(100))
     at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Suppression(Base):
+    """An erased address, kept only as a keyed hash (HMAC with the secret key), so an import
+    cannot bring it back unnoticed. The address itself is gone."""
+
+    __tablename__ = "suppressions"
+
+    address_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(100))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ErasedTally(Base):
+    """What erased and purged leads still count for in the figures: per lead magnet, signup day
+    and metric (signups, confirmed, downloaded, marketing, unsubscribed, undeliverable,
+    drip-sent:<sequence>/<step>, clicked:<sequence>/<step>), a number and nothing personal."""
+
+    __tablename__ = "erased_tallies"
+
+    magnet: Mapped[str] = mapped_column(String(100), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # signup date, YYYY-MM-DD (UTC)
+    metric: Mapped[str] = mapped_column(String(220), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)

@@ -16,6 +16,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from .outbox import Sender
 
 log = logging.getLogger("mailer.scheduler")
+PURGE_INTERVAL_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,13 @@ def periodic_jobs(services, senders: list[Sender]) -> list[PeriodicJob]:
         report = services.drip.run(services.db, services.clock.now())
         return report.line() if report.did_anything else ""
 
+    def purge_pending() -> str:
+        from .privacy import purge_pending as purge
+
+        days = services.settings.pending_max_age_days
+        purged = purge(services.db, days, services.clock.now())
+        return f"erased {purged} signup(s) not confirmed within {days} days" if purged else ""
+
     def dispatcher(sender: Sender) -> Callable[[], str]:
         def dispatch_outbox() -> str:
             report = sender.dispatch_all()
@@ -45,6 +53,7 @@ def periodic_jobs(services, senders: list[Sender]) -> list[PeriodicJob]:
     suffix = len(senders) > 1
     return [
         PeriodicJob("enqueue-drip", services.settings.drip_interval, enqueue_drip),
+        PeriodicJob("purge-pending", PURGE_INTERVAL_SECONDS, purge_pending),
         *(PeriodicJob(f"dispatch-outbox{f'-{n}' if suffix else ''}", services.settings.dispatch_interval,
                       dispatcher(sender))
           for n, sender in enumerate(senders, 1)),

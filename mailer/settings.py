@@ -77,6 +77,7 @@ class Settings:
     drip_batch_size: int = 500
     drip_min_gap_hours: float = 24.0  # at most one drip mail per lead in this many hours
     click_tracking: bool = True
+    pending_max_age_days: int = 30  # signups not confirmed by then are purged
 
     @property
     def embedded(self) -> bool:
@@ -143,6 +144,7 @@ def _build(env: dict[str, str]) -> Settings:
         drip_batch_size=_number("MAILER_DRIP_BATCH_SIZE", env, 500, int, minimum=1),
         drip_min_gap_hours=_number("MAILER_DRIP_MIN_GAP_HOURS", env, 24.0, float, minimum=0),
         click_tracking=_flag("MAILER_CLICK_TRACKING", env, default=True),
+        pending_max_age_days=_number("MAILER_PENDING_MAX_AGE_DAYS", env, 30, int, minimum=1),
         **_dkim(env),
     )
 

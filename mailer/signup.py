@@ -117,15 +117,20 @@ class Funnel:
         so), its enrollments stop, its queued marketing mail is cancelled, and a consent event
         records how. Repeating it changes nothing and records nothing more."""
         lead = self.lead_for(session, link, lock=True)
+        self.unsubscribe_lead(session, lead, link.magnet, evidence, now)
+        return lead
+
+    def unsubscribe_lead(self, session: Session, lead: Lead, magnet: str, evidence: Evidence, now: datetime) -> bool:
+        """Unsubscribe a lead whose row the caller has locked; False if there was nothing to do."""
         if lead.status in (LeadStatus.UNSUBSCRIBED, LeadStatus.UNDELIVERABLE) and not lead.marketing_consent:
-            return lead
+            return False
         if lead.status != LeadStatus.UNDELIVERABLE:
             lead.status = LeadStatus.UNSUBSCRIBED.value
         lead.marketing_consent = False
         lead.updated_at = now
         queries.stop_marketing(session, lead_id=lead.id, reason="not sent: the lead unsubscribed", now=now)
-        self._event(session, lead.id, "unsubscribe", link.magnet, False, evidence, now)
-        return lead
+        self._event(session, lead.id, "unsubscribe", magnet, False, evidence, now)
+        return True
 
     def record_download(self, session: Session, link: LeadLink, now: datetime) -> Lead:
         lead = self.lead_for(session, link)
