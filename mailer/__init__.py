@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from flask import Flask
-from werkzeug.middleware.proxy_fix import ProxyFix
+from typing import TYPE_CHECKING
 
-from .services import TEMPLATES, Services, build_services
-from .settings import Settings
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from .services import Services
+    from .settings import Settings
 
 
-def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
+def create_app(settings: "Settings | None" = None, services: "Services | None" = None) -> "Flask":
     """The web application: pages and endpoints only. It never sends mail and runs no scheduler."""
+    # Imported here, not at the top: a command-line tool imports the package without them.
+    from flask import Flask
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
     from . import views
     from .extensions import csrf, limiter
+    from .services import TEMPLATES, build_services
 
     services = services or build_services(settings)
     settings = services.settings

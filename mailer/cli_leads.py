@@ -23,6 +23,22 @@ def _services():
     return build()
 
 
+def _data():
+    """Settings, database and content only: what export and stats need, without the mail
+    templates and the rest (a quicker start for commands that scripts call often)."""
+    from .content import load_content
+    from .db import Database
+    from .errors import MailerError
+    from .settings import Settings
+
+    try:
+        settings = Settings.from_env()
+        content = load_content(settings.content_path)
+    except MailerError as exc:
+        raise click.ClickException(str(exc)) from None
+    return settings, Database(settings.database_url, settings.sqlite_busy_timeout_ms), content
+
+
 def _day(_ctx, param, value: str | None) -> date | None:
     if value is None:
         return None
@@ -45,7 +61,7 @@ class _Output:
 
     def __enter__(self):
         if self.path is None:
-            return click.get_binary_stream("stdout")
+            return sys.stdout.buffer
         fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.fchmod(fd, 0o600)  # whatever the umask, and a leftover partial file
         self.handle = os.fdopen(fd, "wb")
@@ -94,10 +110,9 @@ def export_command(output, kind, excel, statuses, magnet, consent, since, until,
     if unknown or not chosen:
         raise click.BadParameter(f"unknown field(s) {', '.join(unknown)}; fields: {','.join(FIELDS)}",
                                  param_hint="--fields")
-    services = _services()
-    if magnet and magnet not in services.content.magnets:
-        raise click.BadParameter(f"{magnet!r} is not one of {', '.join(services.content.magnets)}",
-                                 param_hint="--magnet")
+    _settings, db, content = _data()
+    if magnet and magnet not in content.magnets:
+        raise click.BadParameter(f"{magnet!r} is not one of {', '.join(content.magnets)}", param_hint="--magnet")
     filters = Filters(statuses, magnet, None if consent is None else consent == "yes", _start(since),
                       _start(until + timedelta(days=1)) if until else None)
     bar = None
@@ -109,7 +124,7 @@ def export_command(output, kind, excel, statuses, magnet, consent, since, until,
             bar.length = total
             bar.update(step)
 
-    with _Output(output) as out, services.db.engine.connect() as connection:
+    with _Output(output) as out, db.engine.connect() as connection:
         count = export(connection, filters, Format(kind, chosen, excel), out, progress)
     if bar is not None:
         bar.render_finish()
@@ -131,9 +146,9 @@ Examples:
 def stats_command(magnet, since, until, as_json) -> None:
     from .stats import funnel
 
-    services = _services()
-    order = [f"{s.slug}/{step.key}" for s in services.content.sequences.values() for step in s.steps]
-    with services.db.read_only() as session:
+    _settings, db, content = _data()
+    order = [f"{s.slug}/{step.key}" for s in content.sequences.values() for step in s.steps]
+    with db.read_only() as session:
         figures = funnel(session, magnet=magnet, since=since, until=until, step_order=order)
     if as_json:
         click.echo(json.dumps({"since": since and since.isoformat(), "until": until and until.isoformat(),
@@ -143,12 +158,12 @@ def stats_command(magnet, since, until, as_json) -> None:
     if not figures:
         click.echo(f"no signups from {period}")
     for f in figures:
-        rate = f" ({f.confirm_rate:.0%})" if f.confirm_rate is not None else ""
+        rate = f"  {f.confirm_rate:.0%} of signups" if f.confirm_rate is not None else ""
         click.echo(f"{f.magnet}: signed up from {period}")
-        for label, value in (("signups", f.signups), ("confirmed", f"{f.confirmed}{rate}"),
-                             ("downloaded", f.downloaded), ("marketing consent", f.marketing),
-                             ("unsubscribed", f.unsubscribed), ("undeliverable", f.undeliverable)):
-            click.echo(f"  {label:<20}{value:>10}")
+        for label, value, note in (("signups", f.signups, ""), ("confirmed", f.confirmed, rate),
+                                   ("downloaded", f.downloaded, ""), ("marketing consent", f.marketing, ""),
+                                   ("unsubscribed", f.unsubscribed, ""), ("undeliverable", f.undeliverable, "")):
+            click.echo(f"  {label:<20}{value:>8}{note}")
         if f.steps:
             click.echo(f"  {'drip step':<44}{'sent':>7}{'clicked':>9}")
             for step, values in f.steps.items():
