@@ -237,3 +237,25 @@ def test_a_database_without_the_schema_gets_one_clear_line(tmp_path):
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "database: no such table: leads (is MAILER_DATABASE_URL right, and has `mailer db upgrade` run?)" \
         in result.stderr
+
+
+def test_export_shows_progress_on_a_terminal(people, tmp_path, database_url):
+    import pty
+
+    env = {**os.environ, **make_env(tmp_path, MAILER_DATABASE_URL=database_url)}
+    controller, terminal = pty.openpty()
+    done = subprocess.run([sys.executable, "-m", "mailer.cli", "export", "--output", str(tmp_path / "x.csv")],
+                          env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=terminal, timeout=60)
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # the terminal's other end is closed: everything has been read
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(controller)
+    assert done.returncode == 0
+    assert b"exporting" in shown and b"100%" in shown
