@@ -34,14 +34,15 @@ class _Main(click.Group):
     """Database errors end as one line on stderr and exit status 1, never a traceback."""
 
     def invoke(self, ctx: click.Context):
-        from sqlalchemy.exc import DBAPIError
+        from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
         try:
             return super().invoke(ctx)
         except DBAPIError as exc:
-            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-            raise click.ClickException(
-                f"database: {reason} (is MAILER_DATABASE_URL right, and has `mailer db upgrade` run?)") from None
+            reason = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+            hint = " (is MAILER_DATABASE_URL right, and has `mailer db upgrade` run?)" \
+                if isinstance(exc, (OperationalError, ProgrammingError)) else ""
+            raise click.ClickException(f"database: {reason}{hint}") from None
 
 
 @click.group(cls=_Main, help="Self-hosted lead-magnet mailer. Settings come from MAILER_* variables (see README).")

@@ -62,8 +62,13 @@ class _Output:
     def __enter__(self):
         if self.path is None:
             return sys.stdout.buffer
-        fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.fchmod(fd, 0o600)  # whatever the umask, and a leftover partial file
+        try:
+            self.partial.unlink(missing_ok=True)  # a leftover of an interrupted export
+            # O_EXCL | O_NOFOLLOW: a file (or link) someone put there meanwhile is not written through.
+            fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {self.path}: {exc.strerror}") from None
+        os.fchmod(fd, 0o600)  # whatever the umask
         self.handle = os.fdopen(fd, "wb")
         return self.handle
 
@@ -124,7 +129,8 @@ def export_command(output, kind, excel, statuses, magnet, consent, since, until,
             bar.length = total
             bar.update(step)
 
-    with _Output(output) as out, db.engine.connect() as connection:
+    # A read transaction: on SQLite, writers (signups, workers) go on during a long export.
+    with _Output(output) as out, db.engine.execution_options(mailer_read_only=True).connect() as connection:
         count = export(connection, filters, Format(kind, chosen, excel), out, progress)
     if bar is not None:
         bar.render_finish()
@@ -147,6 +153,8 @@ def stats_command(magnet, since, until, as_json) -> None:
     from .stats import funnel
 
     _settings, db, content = _data()
+    if magnet and magnet not in content.magnets:
+        raise click.BadParameter(f"{magnet!r} is not one of {', '.join(content.magnets)}", param_hint="--magnet")
     order = [f"{s.slug}/{step.key}" for s in content.sequences.values() for step in s.steps]
     with db.read_only() as session:
         figures = funnel(session, magnet=magnet, since=since, until=until, step_order=order)
@@ -175,7 +183,7 @@ def lead() -> None:
     pass
 
 
-def _the_lead(session, email: str, lock: bool = False):
+def _the_lead(session, email: str, lock: str | None = None):
     from .privacy import find_lead
 
     found = find_lead(session, email, lock=lock)
@@ -240,13 +248,22 @@ def lead_export(email: str, output: Path | None) -> None:
 @click.argument("email")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def lead_erase(email: str, yes: bool) -> None:
-    from .privacy import erase
+    from .privacy import BeingSent, erase
+    from .transports.file import eml_name
 
     services = _services()
     if not yes:
         click.confirm(f"Erase everything held about {email}? This cannot be undone", abort=True, err=True)
-    with services.db.transaction() as session:
-        erase(session, _the_lead(session, email, lock=True), services.settings.secret_keys[0], utcnow())
+    try:
+        with services.db.transaction() as session:
+            sent = erase(session, _the_lead(session, email, lock="erase"), services.settings.secret_keys[0],
+                         utcnow())
+    except BeingSent:
+        raise click.ClickException(f"a mail to {email} is being sent right now; try again in a minute") from None
+    mail = services.settings.mail
+    if mail.scheme == "file":  # the embedded default keeps sent mail as files: those go too
+        for message_id in sent:
+            (mail.path / eml_name(message_id)).unlink(missing_ok=True)
     click.echo(f"erased {email}")
 
 
@@ -260,7 +277,7 @@ def lead_unsubscribe(email: str, via: str) -> None:
 
     services = _services()
     with services.db.transaction() as session:
-        found = _the_lead(session, email, lock=True)
+        found = _the_lead(session, email, lock="change")
         changed = services.funnel.unsubscribe_lead(session, found, found.magnet,
                                                     Evidence(None, None, f"operator:{via}"), utcnow())
     click.echo(f"{email} unsubscribed" if changed else f"{email} was already unsubscribed; nothing changed")
@@ -298,7 +315,7 @@ def import_command(file: Path, dry_run: bool) -> None:
     services = _services()
     now = utcnow()
     checked = importing.read(file.read_bytes(), services.content, now)
-    with services.db.transaction() as session:
+    with (services.db.read_only() if dry_run else services.db.transaction()) as session:
         if checked.rows:
             importing.check_against_database(session, checked, services.settings.secret_keys)
         if checked.errors:

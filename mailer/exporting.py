@@ -100,6 +100,7 @@ def _copy_batches(connection, fmt: Format, where: str, params: dict, out: Binary
     lines with LF; they become CRLF here (no cell can hold a line break: names and addresses
     are cleaned of control characters before they are stored)."""
     cursor = connection.connection.driver_connection.cursor()
+    cursor.execute("SET LOCAL DateStyle TO 'ISO, YMD'")  # timestamps print as 'YYYY-MM-DD HH:MM:SS'
     cells = ", ".join(_cell(name, "postgresql") for name in fmt.fields)
     condition = re.sub(r":(\w+)", r"%(\1)s", where)  # psycopg's parameter style
     statement = (f"COPY (SELECT {cells} FROM leads WHERE id > %(low)s AND id <= %(high)s "

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import ipaddress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -65,6 +66,8 @@ def read(data: bytes, content: Content, now: datetime) -> Checked:
     delimiter = ";" if first_line.count(";") > first_line.count(",") else ","
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
     header = [name.strip().lower() for name in reader.fieldnames or []]
+    while header and not header[-1]:  # a trailing separator, as spreadsheets sometimes write
+        header.pop()
     if "email" not in header:
         return Checked([], ["line 1: the header has no 'email' column"])
     unknown = sorted(set(header) - COLUMNS)
@@ -74,8 +77,15 @@ def read(data: bytes, content: Content, now: datetime) -> Checked:
     rows, errors, seen = [], [], {}
     for record in reader:
         line = reader.line_num
+        extra = [v for v in record.get(None) or [] if v.strip()]
+        values = {k: (v or "").strip() for k, v in record.items() if k}
+        if not any(values.values()) and not extra:
+            continue  # an empty row (";;;;" from a spreadsheet)
+        if extra:
+            errors.append(f"line {line}: more cells than the header has columns")
+            continue
         try:
-            row = _row(line, {k: (v or "").strip() for k, v in record.items() if k}, content, now)
+            row = _row(line, values, content, now)
         except ValueError as exc:
             errors.append(f"line {line}: {exc}")
             continue
@@ -122,7 +132,7 @@ def write(session: Session, rows: list[Row], source: str, now: datetime) -> None
         session.add(ConsentEvent(
             lead_id=lead.id, kind="import", at=row.consent_at or row.signed_up_at, magnet=row.magnet,
             marketing_consent=row.marketing, ip=row.consent_ip, user_agent=None,
-            form=(row.consent_source or f"import:{source}")[:100], notice_id=notice_id,
+            form=row.consent_source or f"import:{source}"[:100], notice_id=notice_id,
         ))
 
 
@@ -140,9 +150,17 @@ def _row(line: int, values: dict[str, str], content: Content, now: datetime) -> 
     consent_at = _time(values, "consent_at")
     if marketing and (consent_at is None or not values.get("consent_source")):
         raise ValueError("marketing_consent yes needs consent_at and consent_source (the evidence)")
+    ip = values.get("consent_ip") or None
+    if ip is not None:
+        try:
+            ip = str(ipaddress.ip_address(ip))
+        except ValueError:
+            raise ValueError(f"consent_ip {ip!r} is not an IP address") from None
+    source = values.get("consent_source") or None
+    if source is not None and len(source) > 100:
+        raise ValueError("consent_source is longer than 100 characters")
     return Row(line, email, clean_name(values.get("first_name")), magnet, marketing,
-               _time(values, "signed_up_at") or now, consent_at, values.get("consent_source") or None,
-               values.get("consent_ip") or None, values.get("consent_text") or None)
+               _time(values, "signed_up_at") or now, consent_at, source, ip, values.get("consent_text") or None)
 
 
 def _time(values: dict[str, str], name: str) -> datetime | None:

@@ -13,13 +13,13 @@ import hmac
 from collections import Counter
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from .models import (
     Click, ConsentEvent, ConsentNotice, DeliveryAttempt, Download, Enrollment, ErasedTally, Lead, LeadStatus,
-    MailKind, Outbox, OutboxStatus, Suppression,
+    MailKind, Outbox, OutboxStatus, Pause, Suppression,
 )
 
 PURGE_BATCH = 500
@@ -31,17 +31,17 @@ def address_hash(key: str, email: str) -> str:
     return hmac.new(key.encode(), email.encode(), hashlib.sha256).hexdigest()
 
 
-def is_suppressed(session: Session, keys: tuple[str, ...], email: str) -> bool:
-    """Whether the address was erased; every key is tried, so rotating keys keeps the list."""
-    hashes = [address_hash(key, email) for key in keys]
-    return session.scalar(select(func.count()).select_from(Suppression)
-                          .where(Suppression.address_hash.in_(hashes))) > 0
+class BeingSent(Exception):
+    """A mail to this person is in a worker's hands right now; erasing must wait for it."""
 
 
-def find_lead(session: Session, email: str, lock: bool = False) -> Lead | None:
-    """The lead with this address (compared as stored: lowercase), locked like a confirm click."""
+def find_lead(session: Session, email: str, lock: str | None = None) -> Lead | None:
+    """The lead with this address (compared as stored: lowercase). lock="change": like a
+    click (others may still add rows that point at it); lock="erase": nobody else may."""
     statement = select(Lead).where(Lead.email == email.strip().lower())
-    return session.scalar(statement.with_for_update(key_share=True) if lock else statement)
+    if lock:
+        statement = statement.with_for_update(key_share=lock == "change")
+    return session.scalar(statement)
 
 
 def lead_record(session: Session, lead: Lead) -> dict:
@@ -85,23 +85,40 @@ def lead_record(session: Session, lead: Lead) -> dict:
     }
 
 
-def erase(session: Session, lead: Lead, key: str, now: datetime) -> None:
-    """Remove the person everywhere; keep a keyed hash of the address and the figures."""
+def erase(session: Session, lead: Lead, key: str, now: datetime) -> list[str]:
+    """Remove the person everywhere (the caller holds the lead's row, locked for erasing); keep
+    a keyed hash of the address and the figures. Return the Message-IDs of the mails that were
+    handed over, so the caller can remove copies kept outside the database (the file
+    transport's folder). BeingSent if a worker is sending one of its mails at this moment."""
+    if session.scalar(select(exists().where(Outbox.lead_id == lead.id, Outbox.status == OutboxStatus.SENDING))):
+        raise BeingSent(lead.email)
+    message_ids = list(session.scalars(select(Outbox.message_id).where(Outbox.lead_id == lead.id,
+                                                                      Outbox.attempts > 0)))
     session.execute(_dialect(session).insert(Suppression)
                     .values(address_hash=address_hash(key, lead.email), reason="erased on request", at=now)
                     .on_conflict_do_nothing(index_elements=["address_hash"]))
+    # A relay's refusal quoted in a marketing pause may name the address.
+    session.execute(update(Pause).values(reason=func.replace(Pause.reason, lead.email, "[erased]")))
     _remove(session, [lead.id])
+    return message_ids
 
 
 def purge_pending(db, older_than_days: int, now: datetime) -> int:
-    """Erase signups not confirmed within `older_than_days`, a batch per transaction; return how
-    many. Their confirm links then name nobody and show the invalid-link page."""
+    """Erase signups never confirmed and untouched for `older_than_days` (no new signup or
+    link request since), a batch per transaction; return how many. Their confirm links then
+    name nobody and show the invalid-link page. Rows are locked and skipped if locked, so a
+    confirm click at that moment and a second worker's purge each find their own rows; a lead
+    with a mail in a worker's hands waits for the next run."""
     cutoff = now - timedelta(days=older_than_days)
     purged = 0
     while True:
         with db.transaction() as session:
-            ids = session.scalars(select(Lead.id).where(Lead.status == LeadStatus.PENDING, Lead.created_at < cutoff)
-                                  .order_by(Lead.id).limit(PURGE_BATCH)).all()
+            ids = session.scalars(
+                select(Lead.id)
+                .where(Lead.confirmed_at.is_(None), Lead.updated_at < cutoff,
+                       ~exists().where(Outbox.lead_id == Lead.id, Outbox.status == OutboxStatus.SENDING))
+                .order_by(Lead.id).limit(PURGE_BATCH).with_for_update(skip_locked=True)
+            ).all()
             if ids:
                 _remove(session, list(ids))
         purged += len(ids)

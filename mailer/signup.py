@@ -80,6 +80,8 @@ class Funnel:
         """A fresh link for someone whose link expired: the guide if confirmed, else the confirmation."""
         lead = self._find(session, email)
         if lead is not None:
+            if lead.status == LeadStatus.PENDING:
+                lead.updated_at = now  # a fresh confirmation link: not purged before it expires
             self._resend(session, lead, magnet, now)
 
     def confirm(self, session: Session, link: LeadLink, evidence: Evidence, now: datetime) -> Lead:

@@ -93,6 +93,15 @@ def test_export_for_dutch_excel_to_a_private_file(people, cli, tmp_path):
     assert data.startswith(b"\xef\xbb\xbfid;email;")
     rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig"), newline=""), delimiter=";"))
     assert rows[2][2] == 'Bram, de "Jong"' and len(rows) == 4
+    assert cli("export", "--output", str(tmp_path / "geen-map" / "x.csv")).stderr.startswith("Error: cannot write")
+
+
+def test_a_semicolon_in_a_name_is_quoted_for_excel(services, clock, cli):
+    client = create_app(services=services).test_client()
+    Visitor(client, clock).sign_up("puntkomma@example.nl", first_name="Jan; Piet")
+    rows = list(csv.reader(io.StringIO(cli("export", "--excel").stdout_bytes.decode("utf-8-sig"), newline=""),
+                           delimiter=";"))
+    assert rows[1][1:3] == ["puntkomma@example.nl", "Jan; Piet"]
 
 
 def test_export_is_silent_on_stderr_when_it_is_not_a_terminal(people, tmp_path, database_url):
@@ -127,24 +136,48 @@ def test_lead_show_and_export_hold_everything_about_the_person(people, cli):
     assert missing.exit_code == 1 and "no lead with the address niemand@example.nl" in missing.stderr
 
 
-def test_erasing_removes_the_person_everywhere_but_keeps_the_figures(people, cli, services):
+def test_erasing_removes_the_person_everywhere_but_keeps_the_figures(people, cli, services, tmp_path):
+    def held(session) -> dict:
+        return {model.__name__: session.scalar(select(func.count()).select_from(model))
+                for model in (Lead, Outbox, DeliveryAttempt, Click, Download, Enrollment, ConsentEvent)}
+
+    with services.db.read_only() as session:
+        before_rows = held(session)
+        anne = session.scalar(select(Lead).where(Lead.email == "anne@gemeente.nl"))
+        annes = {"Outbox": len(session.scalars(select(Outbox).where(Outbox.lead_id == anne.id)).all()),
+                 "Click": 1, "Enrollment": 1, "Download": 0, "Lead": 1,
+                 "ConsentEvent": len(session.scalars(select(ConsentEvent).where(ConsentEvent.lead_id == anne.id)).all()),
+                 "DeliveryAttempt": session.scalar(select(func.count()).select_from(DeliveryAttempt).join(
+                     Outbox, Outbox.id == DeliveryAttempt.outbox_id).where(Outbox.lead_id == anne.id))}
     before = json.loads(cli("stats", "--json").stdout)["magnets"][0]
     assert cli("lead", "erase", "anne@gemeente.nl", input="n\n").exit_code == 1  # asked, and declined
-    result = cli("lead", "erase", "anne@gemeente.nl", "--yes")
-    assert result.exit_code == 0
+    assert cli("lead", "erase", "anne@gemeente.nl", "--yes").exit_code == 0
+
     with services.db.read_only() as session:
-        assert session.scalar(select(Lead).where(Lead.email == "anne@gemeente.nl")) is None
-        for model in (Outbox, Click, Download, Enrollment, ConsentEvent):
-            rows = session.scalars(select(model)).all()
-            assert all(getattr(r, "recipient", "") != "anne@gemeente.nl" for r in rows)
-        assert session.scalar(select(func.count()).select_from(Click)) == 0
+        after_rows = held(session)
+        assert {name: before_rows[name] - after_rows[name] for name in before_rows} == annes
+        assert annes["DeliveryAttempt"] >= 5 and annes["ConsentEvent"] == 2
         assert session.scalar(select(func.count()).select_from(Suppression)) == 1
-        assert session.scalar(select(func.count()).select_from(DeliveryAttempt).join(
-            Outbox, Outbox.id == DeliveryAttempt.outbox_id).where(Outbox.recipient == "anne@gemeente.nl")) == 0
         assert session.scalar(select(func.count()).select_from(ErasedTally)) > 0
     assert "anne@gemeente.nl" not in cli("export").stdout
     after = json.loads(cli("stats", "--json").stdout)["magnets"][0]
     assert after == before  # the figures do not change; the person is gone
+
+
+def test_erasing_on_the_embedded_default_also_removes_the_sent_mail_files(tmp_path, make_services, sqlite_url,
+                                                                          clock):
+    folder = tmp_path / "mail"
+    services = make_services(sqlite_url, MAILER_MAIL_URL=f"file://{folder}")
+    client = create_app(services=services).test_client()
+    for email in ("weg@example.nl", "blijft@example.nl"):
+        Visitor(client, clock).sign_up(email)
+    from mailer.outbox import Sender
+    Sender(services, services.transport(), worker="test").dispatch_all()
+    assert len(list(folder.glob("*.eml"))) == 2
+    env = make_env(tmp_path, MAILER_DATABASE_URL=sqlite_url, MAILER_MAIL_URL=f"file://{folder}")
+    assert CliRunner().invoke(main, ["lead", "erase", "weg@example.nl", "--yes"], env=env).exit_code == 0
+    [kept] = folder.glob("*.eml")
+    assert b"blijft@example.nl" in kept.read_bytes()
 
 
 def test_after_erasure_a_new_signup_starts_a_fresh_double_opt_in(people, cli, services, clock):

@@ -27,11 +27,15 @@ class FileTransport:
 
     def _write(self, envelope: Envelope) -> None:
         # Named after the Message-ID, so a retried message overwrites itself instead of doubling.
-        name = envelope.message_id.strip("<>").replace("/", "_").replace("@", "_at_")
-        final = self.folder / f"{name}.eml"
-        partial = self.folder / f".{name}.tmp"
+        final = self.folder / eml_name(envelope.message_id)
+        partial = self.folder / f".{final.name}.tmp"
         with open(partial, "wb") as handle:
             handle.write(envelope.data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(partial, final)  # readers never see half a message
+
+
+def eml_name(message_id: str) -> str:
+    """The file a message is written to, from its Message-ID (erasure finds it again)."""
+    return message_id.strip("<>").replace("/", "_").replace("@", "_at_") + ".eml"
