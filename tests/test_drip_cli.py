@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import timezone
 from email import message_from_bytes, policy
 
 import pytest

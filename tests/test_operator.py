@@ -9,7 +9,6 @@ import os
 import stat
 import subprocess
 import sys
-from datetime import timedelta
 
 import pytest
 from click.testing import CliRunner
