@@ -35,13 +35,10 @@ Target (issue 4, "Speed")
 
 from __future__ import annotations
 
-import argparse
-import os
 import statistics
 import sys
 import tempfile
 import time
-import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -51,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import create_engine, text  # noqa: E402
 
 from mailer.clock import SettableClock  # noqa: E402
+from scratch import arguments, postgres_database, sqlalchemy_url  # noqa: E402
 from mailer.migrate import upgrade  # noqa: E402
 from mailer.scheduler import build_scheduler, periodic_jobs  # noqa: E402
 from mailer.services import build_services  # noqa: E402
@@ -152,20 +150,6 @@ def job_count(url: str, workdir: Path) -> int:
     return count
 
 
-def postgres_database(admin_url: str):
-    import psycopg
-
-    name = f"mailer_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-    def drop() -> None:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    return "postgresql+psycopg://" + admin_url.split("://", 1)[1].rsplit("/", 1)[0] + "/" + name, drop
-
-
 def measure(backend: str, args, workdir: Path) -> tuple[list[float], list[float], int, int]:
     cleanups = []
     urls = {}
@@ -174,7 +158,8 @@ def measure(backend: str, args, workdir: Path) -> tuple[list[float], list[float]
             if backend == "sqlite":
                 urls[size] = f"sqlite:///{workdir / f'{size}.db'}"
             else:
-                urls[size], drop = postgres_database(args.postgres_url)
+                plain, drop = postgres_database(args.postgres_url)
+                urls[size] = sqlalchemy_url(plain)
                 cleanups.append(drop)
             upgrade(urls[size])
             leads = args.small if size == "small" else args.big
@@ -199,13 +184,9 @@ def measure(backend: str, args, workdir: Path) -> tuple[list[float], list[float]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = arguments(__doc__.split("\n\n")[0])
     parser.add_argument("--big", type=int, default=1_000_000)
     parser.add_argument("--small", type=int, default=10_000)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--backends", default="sqlite,postgres")
-    parser.add_argument("--postgres-url", default=os.environ.get(
-        "MAILER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"))
     args = parser.parse_args()
     results = {}
     with tempfile.TemporaryDirectory(prefix="mailer-drip-bench-") as tmp:

@@ -31,7 +31,6 @@ Targets (issue 5, "Speed")
 
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import statistics
@@ -39,7 +38,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import create_engine, text  # noqa: E402
 
 from mailer.migrate import upgrade  # noqa: E402
+from scratch import arguments, postgres_database, sqlalchemy_url  # noqa: E402
 
 COLUMNS = "id, email, first_name, status, magnet, marketing_consent, created_at, confirmed_at"
 NAMES = ["Anne", "Bram", "Chloë", "Daan", "Eva", "Fatima", "Gijs", "Hanneke", "Jansen, Piet", 'Mo "de baas"']
@@ -112,19 +111,10 @@ def measure(backend: str, args, workdir: Path) -> dict:
         url = f"sqlite:///{db}"
         baseline = ["sqlite3", "-csv", "-header", str(db), f"SELECT {COLUMNS} FROM leads"]
     else:
-        import psycopg
-
-        name = f"mailer_bench_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(args.postgres_url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        plain = args.postgres_url.rsplit("/", 1)[0] + "/" + name
-        url = "postgresql+psycopg://" + plain.split("://", 1)[1]
+        plain, drop = postgres_database(args.postgres_url)
+        url = sqlalchemy_url(plain)
         baseline = ["psql", "-X", "-q", plain, "-c",
                     f"COPY (SELECT {COLUMNS} FROM leads ORDER BY id) TO STDOUT WITH CSV HEADER"]
-
-        def drop() -> None:
-            with psycopg.connect(args.postgres_url, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     try:
         upgrade(url)
         started = time.perf_counter()
@@ -157,12 +147,8 @@ def measure(backend: str, args, workdir: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = arguments(__doc__.split("\n\n")[0])
     parser.add_argument("--leads", type=int, default=1_000_000)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--backends", default="sqlite,postgres")
-    parser.add_argument("--postgres-url", default=os.environ.get(
-        "MAILER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"))
     args = parser.parse_args()
     results = {}
     with tempfile.TemporaryDirectory(prefix="mailer-export-bench-") as tmp:

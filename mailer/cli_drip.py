@@ -7,7 +7,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import click
-from sqlalchemy import select
 
 from .clock import utcnow
 
@@ -37,11 +36,11 @@ def _now(value: str | None):
 
 
 def _lead(session, email: str | None):
-    from .models import Lead
+    from .privacy import find_lead
 
     if email is None:
         return None
-    lead = session.scalar(select(Lead).where(Lead.email == email.strip().lower()))
+    lead = find_lead(session, email)
     if lead is None:
         raise click.ClickException(f"no lead with the address {email}")
     return lead
@@ -124,7 +123,7 @@ def drip_preview(email: str | None, days: int, slug: str | None, now: str | None
         sequence = services.content.sequences.get(slug) if slug else services.content.sequence_for(magnet)
         if sequence is None:
             raise click.ClickException(f"no sequence {slug!r}" if slug else f"magnet {magnet!r} has no sequence")
-        view = preview(session, services.content, sequence, settings.drip_window,
+        view = preview(session, sequence, settings.drip_window,
                        timedelta(hours=settings.drip_min_gap_hours), _now(now), days, lead)
     click.echo(f"{sequence.slug} for {view.who}: {view.status} (window {settings.drip_window.spec}, "
                f"{settings.drip_window.zone.key})")
@@ -165,8 +164,7 @@ def send_test(step: str, address: str, email: str | None) -> None:
     from email_validator import EmailNotValidError, validate_email
 
     from .errors import DeliveryError
-    from .rendering import Recipient, RenderedMail, build_message, envelope_sender
-    from .transports import Envelope
+    from .rendering import Recipient, RenderedMail, envelope_sender
 
     try:
         address = validate_email(address, check_deliverability=False).normalized
@@ -179,16 +177,13 @@ def send_test(step: str, address: str, email: str | None) -> None:
         shown = _recipient(_lead(session, email))
     mail = services.renderer.render_step(sequence.slug, found.key, shown)
     mail = RenderedMail(f"[TEST] {mail.subject}", mail.text, mail.html, mail.headers)
-    sender = settings.marketing_from or settings.mail_from
-    recipient = Recipient(shown.lead_id, address, shown.first_name)
-    message_id = make_msgid(domain=envelope_sender(sender).rpartition("@")[2])
-    data = build_message(sender=sender, recipient=recipient, mail=mail, message_id=message_id, date=utcnow())
-    if services.dkim is not None:
-        data = services.dkim.sign(data, None if settings.dkim_domain else envelope_sender(sender).rpartition("@")[2])
+    domain = envelope_sender(settings.marketing_from or settings.mail_from).rpartition("@")[2]
+    envelope = services.envelope(Recipient(shown.lead_id, address, shown.first_name), mail,
+                                 make_msgid(domain=domain), marketing=True)
     transport = services.transport()
     try:
         transport.open()
-        transport.send_messages([Envelope(envelope_sender(sender), (address,), data, message_id)])
+        transport.send_messages([envelope])
     except DeliveryError as exc:
         raise click.ClickException(f"not sent: {exc}") from None
     finally:

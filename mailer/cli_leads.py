@@ -14,13 +14,8 @@ from pathlib import Path
 
 import click
 
+from .cli_drip import _services
 from .clock import utcnow
-
-
-def _services():
-    from .cli import _services as build
-
-    return build()
 
 
 def _data():

@@ -100,7 +100,7 @@ class Preview:
     mails: list[PlannedMail]
 
 
-def preview(session: Session, content: Content, sequence: Sequence, window: SendWindow, gap: timedelta,
+def preview(session: Session, sequence: Sequence, window: SendWindow, gap: timedelta,
             now: datetime, days: int, lead: Lead | None) -> Preview:
     """The timeline of one lead (or of someone who confirms now), with the window applied."""
     until = now + timedelta(days=days)

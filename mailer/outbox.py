@@ -26,8 +26,8 @@ from .errors import DeliveryError
 from .models import (
     MARKETING_PRIORITY, TRANSACTIONAL_PRIORITY, Lead, MailKind, Outbox, OutboxStatus,
 )
-from .rendering import Recipient, build_message, envelope_sender
-from .transports import Envelope, Transport
+from .rendering import Recipient
+from .transports import Transport
 
 log = logging.getLogger("mailer.outbox")
 T = TypeVar("T")
@@ -217,23 +217,13 @@ class Sender:
             # Cancelled since the claim (the lead unsubscribed, an operator cancelled it).
             report.count(OutboxStatus.CANCELLED, item.recipient.email, None, "cancelled before sending")
             return
-        settings = services.settings
-        sender = settings.marketing_from if item.marketing and settings.marketing_from else settings.mail_from
         try:
             if item.kind == MailKind.DRIP:
                 mail = services.renderer.render_step(item.sequence, item.step, item.recipient)
             else:
                 mail = services.renderer.render(item.kind, item.recipient, item.magnet)
-            data = build_message(
-                sender=sender, recipient=item.recipient, mail=mail,
-                message_id=item.message_id, date=services.clock.now(),
-            )
-            if services.dkim is not None:
-                # Sign for the domain of this message's From (DMARC alignment), unless one was set.
-                domain = None if settings.dkim_domain else envelope_sender(sender).rpartition("@")[2]
-                data = services.dkim.sign(data, domain)
-            envelope = Envelope(envelope_sender(sender), (item.recipient.email,), data, item.message_id)
-            self.transport.send_messages([envelope])
+            self.transport.send_messages([services.envelope(item.recipient, mail, item.message_id,
+                                                            marketing=item.marketing)])
         except DeliveryError as exc:
             self._record_failure(item, exc, report)
             return

@@ -14,13 +14,13 @@ from collections import Counter
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, exists, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from .models import (
     Click, ConsentEvent, ConsentNotice, DeliveryAttempt, Download, Enrollment, ErasedTally, Lead, LeadStatus,
     MailKind, Outbox, OutboxStatus, Pause, Suppression,
 )
+from .queries import upsert
 
 PURGE_BATCH = 500
 
@@ -94,7 +94,7 @@ def erase(session: Session, lead: Lead, key: str, now: datetime) -> list[str]:
         raise BeingSent(lead.email)
     message_ids = list(session.scalars(select(Outbox.message_id).where(Outbox.lead_id == lead.id,
                                                                       Outbox.attempts > 0)))
-    session.execute(_dialect(session).insert(Suppression)
+    session.execute(upsert(session, Suppression)
                     .values(address_hash=address_hash(key, lead.email), reason="erased on request", at=now)
                     .on_conflict_do_nothing(index_elements=["address_hash"]))
     # A relay's refusal quoted in a marketing pause may name the address.
@@ -160,16 +160,12 @@ def _tally(session: Session, lead_ids: list[int]) -> None:
         counts[(*key[lead_id], f"clicked:{sequence}/{step}")] += 1
     if not counts:
         return
-    insert = _dialect(session).insert(ErasedTally)
+    insert = upsert(session, ErasedTally)
     session.execute(
         insert.on_conflict_do_update(index_elements=["magnet", "day", "metric"],
                                      set_={"count": ErasedTally.count + insert.excluded["count"]}),
         [{"magnet": m, "day": d, "metric": metric, "count": n} for (m, d, metric), n in counts.items()],
     )
-
-
-def _dialect(session: Session):
-    return postgresql if session.bind.dialect.name == "postgresql" else sqlite
 
 
 def _iso(moment: datetime | None) -> str | None:

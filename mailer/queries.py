@@ -349,11 +349,15 @@ def drip_mail(lead_id: int, email: str, magnet: str, sequence: str, step: str, n
     }
 
 
+def upsert(session: Session, model):
+    """An INSERT of the session's dialect, which has on_conflict_do_nothing/_do_update (the
+    same ON CONFLICT clause on SQLite and PostgreSQL)."""
+    return (postgresql if session.bind.dialect.name == "postgresql" else sqlite).insert(model)
+
+
 def insert_drip_mails(session: Session, rows: list[dict]) -> None:
-    if not rows:
-        return
-    dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
-    session.execute(dialect.insert(Outbox).on_conflict_do_nothing(index_elements=["idempotency_key"]), rows)
+    if rows:
+        session.execute(upsert(session, Outbox).on_conflict_do_nothing(index_elements=["idempotency_key"]), rows)
 
 
 def move_enrollments(session: Session, moves: list[dict]) -> None:
@@ -371,8 +375,7 @@ def stop_enrollments(session: Session, ids: list[int], now: datetime) -> None:
 def sequence_state(session: Session, sequence: str, steps: str, now: datetime) -> SequenceState:
     """The recorded steps of a sequence, locked for this transaction; `steps` is recorded first
     if there is no record yet (ON CONFLICT: two workers may start at the same moment)."""
-    dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
-    session.execute(dialect.insert(SequenceState).values(sequence=sequence, steps=steps, applied_at=now)
+    session.execute(upsert(session, SequenceState).values(sequence=sequence, steps=steps, applied_at=now)
                     .on_conflict_do_nothing(index_elements=["sequence"]))
     return session.get(SequenceState, sequence, with_for_update=True, populate_existing=True)
 

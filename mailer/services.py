@@ -13,11 +13,11 @@ from .db import Database
 from .dkim_signing import DKIMSigner
 from .drip import Drip
 from .links import Links
-from .rendering import MailRenderer
+from .rendering import MailRenderer, Recipient, RenderedMail, build_message, envelope_sender
 from .settings import PROJECT_ROOT, Settings
 from .signup import Funnel
 from .tokens import Signer
-from .transports import Transport, make_transport
+from .transports import Envelope, Transport, make_transport
 
 TEMPLATES = PROJECT_ROOT / "templates"
 log = logging.getLogger("mailer")
@@ -35,6 +35,18 @@ class Services:
     drip: Drip
     clock: object
     dkim: DKIMSigner | None = None
+
+    def envelope(self, recipient: Recipient, mail: RenderedMail, message_id: str, *, marketing: bool) -> Envelope:
+        """One message as it goes to the relay: From is the marketing sender for marketing mail
+        (when one is set), and with DKIM on it is signed for the From's domain (DMARC
+        alignment) unless MAILER_DKIM_DOMAIN names another."""
+        settings = self.settings
+        sender = settings.marketing_from if marketing and settings.marketing_from else settings.mail_from
+        data = build_message(sender=sender, recipient=recipient, mail=mail, message_id=message_id,
+                             date=self.clock.now())
+        if self.dkim is not None:
+            data = self.dkim.sign(data, None if settings.dkim_domain else envelope_sender(sender).rpartition("@")[2])
+        return Envelope(envelope_sender(sender), (recipient.email,), data, message_id)
 
     def transport(self) -> Transport:
         """A new transport for one sender (a connection is not shared between threads)."""
