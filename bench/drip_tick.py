@@ -49,7 +49,7 @@ from sqlalchemy import create_engine, text  # noqa: E402
 
 from mailer.clock import SettableClock  # noqa: E402
 from scratch import arguments, postgres_database, sqlalchemy_url  # noqa: E402
-from mailer.migrate import upgrade  # noqa: E402
+from mailer.store.migrate import upgrade  # noqa: E402
 from mailer.scheduler import build_scheduler, periodic_jobs  # noqa: E402
 from mailer.services import build_services  # noqa: E402
 from mailer.settings import Settings  # noqa: E402

@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import create_engine, text  # noqa: E402
 
-from mailer.migrate import upgrade  # noqa: E402
+from mailer.store.migrate import upgrade  # noqa: E402
 from scratch import arguments, postgres_database, sqlalchemy_url  # noqa: E402
 
 COLUMNS = "id, email, first_name, status, magnet, marketing_consent, created_at, confirmed_at"

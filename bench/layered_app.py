@@ -6,7 +6,7 @@ limiter (no rate limit check), csrf (no CSRF check). Everything else is the real
 
 import os
 
-from mailer.extensions import limiter
+from mailer.web.extensions import limiter
 from mailer.wsgi import app
 
 switched_off = set(filter(None, os.environ.get("BENCH_SWITCH_OFF", "").split(",")))

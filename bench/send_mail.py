@@ -9,7 +9,7 @@ What it measures
 
     naive        no database: a plain ``jinja2.Environment(FileSystemLoader(templates/mail))``
                  renders both templates with the context the mailer's renderer builds (content
-                 from ``mailer.content.load_content``, the recipient's first name, a fake download
+                 from ``mailer.content.files.load_content``, the recipient's first name, a fake download
                  link of a real link's length), ``email.message.EmailMessage`` (default policy)
                  builds text + HTML alternative with From, To, Subject, Date and Message-ID, and
                  ``smtplib.SMTP.send_message`` sends it over ONE connection. No CSS inlining (the
@@ -18,7 +18,7 @@ What it measures
                  ``sendmail`` over one connection: the physical limit of client + sink.
     mailer-sqlite     MAILS confirmed leads, each with a due outbox row of kind "guide", in a
                  fresh SQLite file (``mailer db upgrade``; leads through SQLAlchemy, rows through
-                 ``mailer.outbox.enqueue``, CHUNK rows per transaction, before the clock starts);
+                 ``mailer.delivery.sender.enqueue``, CHUNK rows per transaction, before the clock starts);
                  then one sender (``build_services(Settings.from_env(...)).senders()``, SMTP to the
                  sink, ``MAILER_SEND_BATCH_SIZE`` 500, ``MAILER_LOG_MAIL`` false) runs
                  ``dispatch_all()`` in this process until the queue is empty. Claiming, rendering,
@@ -270,7 +270,7 @@ class NaiveMail:
     def __init__(self):
         from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-        from mailer.content import load_content
+        from mailer.content.files import load_content
 
         content = load_content(ROOT / "content")
         magnet = content.magnets[SLUG]
@@ -436,8 +436,8 @@ def prepare(workdir: Path, env: dict[str, str], to: list[Recipient]):
 
 def queue(services, to: list[Recipient]) -> None:
     """Confirmed leads and one due guide mail each, CHUNK of them per transaction."""
-    from mailer.models import Lead, LeadStatus
-    from mailer.outbox import enqueue
+    from mailer.store.tables import Lead, LeadStatus
+    from mailer.delivery.enqueue import enqueue
 
     now = datetime.now(timezone.utc) - timedelta(minutes=1)  # due at once
     for start in range(0, len(to), CHUNK):
@@ -466,7 +466,7 @@ class Outcome:
 def outcome(services) -> Outcome:
     from sqlalchemy import distinct, func, select
 
-    from mailer.models import DeliveryAttempt, Outbox
+    from mailer.store.tables import DeliveryAttempt, Outbox
 
     with services.db.read_only() as session:
         counts = dict(session.execute(select(Outbox.status, func.count()).group_by(Outbox.status)).all())
@@ -480,7 +480,7 @@ def outcome(services) -> Outcome:
 def sent_count(services) -> int:
     from sqlalchemy import func, select
 
-    from mailer.models import Outbox, OutboxStatus
+    from mailer.store.tables import Outbox, OutboxStatus
 
     with services.db.read_only() as session:
         return session.scalar(select(func.count()).select_from(Outbox).where(Outbox.status == OutboxStatus.SENT))

@@ -13,6 +13,23 @@ class ContentError(MailerError):
     """A content file (lead magnet, organisation, notice) is invalid; the message names file and field."""
 
 
+class InvalidRequest(MailerError):
+    """An operator asked for something that does not exist or cannot be (a step, a magnet, a
+    field, an address); `option` names what was wrong, so a face can point at it."""
+
+    def __init__(self, message: str, option: str | None = None):
+        super().__init__(message)
+        self.option = option
+
+
+class UnknownLead(MailerError):
+    """No lead has this address (an operator named someone who is not, or no longer, there)."""
+
+    def __init__(self, email: str):
+        super().__init__(f"no lead with the address {email}")
+        self.email = email
+
+
 class InvalidLink(MailerError):
     """A signed link is expired, tampered with, or meant for something else."""
 

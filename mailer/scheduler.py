@@ -13,7 +13,7 @@ from typing import Callable
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from .outbox import Sender
+from mailer.delivery.sender import Sender
 
 log = logging.getLogger("mailer.scheduler")
 PURGE_INTERVAL_SECONDS = 3600
@@ -35,7 +35,7 @@ def periodic_jobs(services, senders: list[Sender]) -> list[PeriodicJob]:
         return report.line() if report.did_anything else ""
 
     def purge_pending() -> str:
-        from .privacy import purge_pending as purge
+        from mailer.operator.people import purge_pending as purge
 
         days = services.settings.pending_max_age_days
         purged = purge(services.db, days, services.clock.now())
@@ -58,6 +58,12 @@ def periodic_jobs(services, senders: list[Sender]) -> list[PeriodicJob]:
                       dispatcher(sender))
           for n, sender in enumerate(senders, 1)),
     ]
+
+
+def run_once(services) -> list[tuple[str, str]]:
+    """Every periodic job once, in order, as of the services' clock (`mailer tick`): each job's
+    name and what it did."""
+    return [(job.name, job.run()) for job in periodic_jobs(services, services.senders())]
 
 
 def build_scheduler(jobs: list[PeriodicJob]) -> BackgroundScheduler:
@@ -83,3 +89,19 @@ def _guarded(job: PeriodicJob) -> Callable[[], None]:
             log.info("%s: %s", job.name, result)
 
     return run
+
+
+class Background:
+    """The scheduler and the senders it drives, started together and stopped together."""
+
+    def __init__(self, services):
+        self.senders = services.senders()
+        self.scheduler = build_scheduler(periodic_jobs(services, self.senders))
+        self.scheduler.start()
+
+    def stop(self) -> None:
+        """Finish the mail in flight, give the rest of each claim back, end the scheduler."""
+        log.info("stopping: finishing the mail in flight, giving the rest of the claim back")
+        for sender in self.senders:
+            sender.stop()
+        self.scheduler.shutdown(wait=True)

@@ -1,61 +1,125 @@
-"""The composition root: settings in, every collaborator wired once, shared by web, worker and CLI."""
+"""The composition root: settings in, every collaborator wired once and handed what it needs.
+
+Web, worker and CLI share one Services. Its parts are built when first used, so a command
+that only reads the database (export, stats) starts without the mail templates; `check()`
+builds and checks everything a long-running process needs before it serves.
+"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import timedelta
-from email.utils import parseaddr
+from functools import cached_property
 
-from .clock import SystemClock
-from .content import Content, load_content
-from .db import Database
-from .dkim_signing import DKIMSigner
-from .drip import Drip
-from .links import Links
-from .rendering import MailRenderer, Recipient, RenderedMail, build_message, envelope_sender
-from .settings import PROJECT_ROOT, Settings
-from .signup import Funnel
-from .tokens import Signer
-from .transports import Envelope, Transport, make_transport
+from mailer.clock import SystemClock
+from mailer.content.files import Content, load_content
+from mailer.resources import content_dirs, template_dirs
+from mailer.settings import Settings
+from mailer.store.database import Database
 
-TEMPLATES = PROJECT_ROOT / "templates"
 log = logging.getLogger("mailer")
 
 
-@dataclass
 class Services:
-    settings: Settings
-    db: Database
-    content: Content
-    signer: Signer
-    links: Links
-    renderer: MailRenderer
-    funnel: Funnel
-    drip: Drip
-    clock: object
-    dkim: DKIMSigner | None = None
+    def __init__(self, settings: Settings, clock=None):
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.content: Content = load_content(content_dirs(settings.content_path))
+        self.db = Database(settings.database_url, settings.sqlite_busy_timeout_ms)
 
-    def envelope(self, recipient: Recipient, mail: RenderedMail, message_id: str, *, marketing: bool) -> Envelope:
-        """One message as it goes to the relay: From is the marketing sender for marketing mail
-        (when one is set), and with DKIM on it is signed for the From's domain (DMARC
-        alignment) unless MAILER_DKIM_DOMAIN names another."""
+    def check(self) -> "Services":
+        """Build the mail side now, so a broken template or DKIM key stops the start-up."""
+        self.composer  # noqa: B018  (built and checked on first use)
+        if self.content.sequences and not self.settings.is_https and not self.settings.embedded:
+            log.warning("MAILER_BASE_URL is not https: marketing mail goes out without one-click unsubscribe "
+                        "(RFC 8058), which Gmail and Yahoo require of bulk senders")
+        return self
+
+    @cached_property
+    def signer(self):
+        from mailer.funnel.tokens import Signer
+
+        return Signer(self.settings.secret_keys, self.clock)
+
+    @cached_property
+    def links(self):
+        from mailer.funnel.links import Links
+
+        return Links(self.settings.base_url, self.signer)
+
+    @cached_property
+    def drip(self):
+        from mailer.drip.job import Drip
+
         settings = self.settings
-        sender = settings.marketing_from if marketing and settings.marketing_from else settings.mail_from
-        data = build_message(sender=sender, recipient=recipient, mail=mail, message_id=message_id,
-                             date=self.clock.now())
-        if self.dkim is not None:
-            data = self.dkim.sign(data, None if settings.dkim_domain else envelope_sender(sender).rpartition("@")[2])
-        return Envelope(envelope_sender(sender), (recipient.email,), data, message_id)
+        return Drip(content=self.content, window=settings.drip_window,
+                    gap=timedelta(hours=settings.drip_min_gap_hours), batch_size=settings.drip_batch_size,
+                    mail_domain=settings.mail_domain, loaded_at=self.clock.now())
 
-    def transport(self) -> Transport:
+    @cached_property
+    def funnel(self):
+        from mailer.funnel.actions import Funnel
+
+        return Funnel(mail_domain=self.settings.mail_domain, mails_per_day=self.settings.confirm_mails_per_day,
+                      notice=self.content.organisation.notice, drip=self.drip)
+
+    @cached_property
+    def renderer(self):
+        from mailer.delivery.rendering import MailRenderer
+
+        settings = self.settings
+        renderer = MailRenderer(template_dirs(settings.templates_path), self.content, self.links,
+                                settings.confirm_max_age_days, list_domain=settings.mail_domain,
+                                click_tracking=settings.click_tracking, one_click=settings.is_https)
+        renderer.check()
+        return renderer
+
+    @cached_property
+    def composer(self):
+        from mailer.delivery.composer import Composer
+        from mailer.delivery.dkim import DKIMSigner
+
+        settings = self.settings
+        dkim = None
+        if settings.dkim_selector:
+            # Sign for the From domain unless told otherwise (DMARC alignment wants them equal).
+            dkim = DKIMSigner.from_settings(settings.dkim_selector, settings.dkim_domain or settings.mail_domain,
+                                            settings.dkim_key_file)
+        return Composer(self.renderer, settings.mail_from, settings.marketing_from, self.clock, dkim,
+                        dkim_fixed_domain=bool(settings.dkim_domain))
+
+    def page_loader(self):
+        """The web pages' templates: the operator's copy first, then the shipped ones."""
+        from jinja2 import FileSystemLoader
+
+        return FileSystemLoader([directory / "pages" for directory in template_dirs(self.settings.templates_path)])
+
+    def transport(self):
         """A new transport for one sender (a connection is not shared between threads)."""
+        from mailer.delivery.transports import make_transport
+
         return make_transport(self.settings.mail)
+
+    def sender(self, transport=None, worker: str | None = None, throttle=None):
+        """A sender with its collaborators: the database, a transport, the composer, the clock."""
+        from mailer.delivery.kinds import KINDS
+        from mailer.delivery.sender import Sender, SenderConfig
+
+        settings = self.settings
+        config = SenderConfig(
+            lease=timedelta(seconds=settings.lease_seconds), batch_size=settings.send_batch_size,
+            window=settings.drip_window,
+            retry={"transactional": settings.retry_transactional, "marketing": settings.retry_marketing},
+            lifetimes={name: kind.lifetime(settings) for name, kind in KINDS.items() if kind.lifetime_setting},
+            log_mail=settings.log_mail,
+        )
+        return Sender(self.db, transport or self.transport(), self.composer, self.clock, config,
+                      worker=worker, throttle=throttle)
 
     def senders(self) -> list:
         """MAILER_SEND_CONCURRENCY senders, each with its own transport, sharing one throttle."""
-        from .outbox import Sender, worker_name
-        from .throttle import SendThrottle
+        from mailer.delivery.sender import worker_name
+        from mailer.delivery.throttle import SendThrottle
 
         settings = self.settings
         throttle = None
@@ -63,50 +127,10 @@ class Services:
             relay = f"{settings.mail.host}:{settings.mail.port}" if settings.mail.is_smtp else settings.mail.scheme
             throttle = SendThrottle(settings.send_rate, settings.ratelimit_storage_url, relay)
         count = settings.send_concurrency
-        return [
-            Sender(self, self.transport(), worker=worker_name() + (f"/{n}" if count > 1 else ""), throttle=throttle)
-            for n in range(1, count + 1)
-        ]
+        return [self.sender(worker=worker_name() + (f"/{n}" if count > 1 else ""), throttle=throttle)
+                for n in range(1, count + 1)]
 
 
 def build_services(settings: Settings | None = None, clock=None, defaults: dict[str, str] | None = None) -> Services:
-    settings = settings or Settings.from_env(defaults=defaults)
-    content = load_content(settings.content_path)
-    clock = clock or SystemClock()
-    signer = Signer(settings.secret_keys, clock)
-    links = Links(settings.base_url, signer)
-    mail_domain = parseaddr(settings.mail_from)[1].rpartition("@")[2]
-    renderer = MailRenderer(TEMPLATES, content, links, settings.confirm_max_age_days,
-                            list_domain=mail_domain, click_tracking=settings.click_tracking,
-                            one_click=settings.is_https)
-    if content.sequences and not settings.is_https and not settings.embedded:
-        log.warning("MAILER_BASE_URL is not https: drip mail goes out without one-click unsubscribe "
-                    "(RFC 8058), which Gmail and Yahoo require of bulk senders")
-    renderer.check()
-    drip = Drip(content=content, window=settings.drip_window, gap=timedelta(hours=settings.drip_min_gap_hours),
-                batch_size=settings.drip_batch_size, mail_domain=mail_domain, loaded_at=clock.now())
-    return Services(
-        settings=settings,
-        db=Database(settings.database_url, settings.sqlite_busy_timeout_ms),
-        content=content,
-        signer=signer,
-        links=links,
-        renderer=renderer,
-        funnel=Funnel(
-            mail_domain=mail_domain,
-            mails_per_day=settings.confirm_mails_per_day,
-            notice=content.organisation.notice,
-            drip=drip,
-        ),
-        drip=drip,
-        clock=clock,
-        dkim=_dkim_signer(settings),
-    )
-
-
-def _dkim_signer(settings: Settings) -> DKIMSigner | None:
-    if not settings.dkim_selector:
-        return None
-    # Sign for the From domain unless told otherwise (DMARC alignment wants them equal).
-    domain = settings.dkim_domain or parseaddr(settings.mail_from)[1].rpartition("@")[2]
-    return DKIMSigner.from_settings(settings.dkim_selector, domain, settings.dkim_key_file)
+    """Services from the environment (or the settings given), checked for a long-running process."""
+    return Services(settings or Settings.from_env(defaults=defaults), clock).check()

@@ -18,11 +18,9 @@ from email_validator import EmailNotValidError, validate_email
 from email.utils import parseaddr
 from limits import parse_many
 
-from .errors import SettingsError
-from .retry import MARKETING, TRANSACTIONAL, RetryPolicy, parse_policy
-from .window import SendWindow, WindowError
+from mailer.errors import SettingsError
+from mailer.timing import MARKETING, TRANSACTIONAL, RetryPolicy, SendWindow, WindowError, parse_policy
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MAIL_SCHEMES = ("smtp", "smtp+starttls", "smtps", "file", "console", "memory")
 
 
@@ -52,7 +50,10 @@ class Settings:
     mail: MailURL
     mail_from: str
     instance_path: Path
-    content_path: Path
+    # The operator's copies (`mailer init`); None: the shipped files only. Each overrides the
+    # shipped files one file at a time (mailer/resources.py).
+    content_path: Path | None
+    templates_path: Path | None
     ratelimit_storage_url: str = "memory://"
     signup_rate_limit: str = "10 per minute;50 per hour"
     form_min_seconds: float = 2.0
@@ -85,6 +86,11 @@ class Settings:
         return _is_embedded(self.database_url)
 
     @property
+    def mail_domain(self) -> str:
+        """The domain of MAILER_FROM: it names Message-IDs and List-Ids, and DKIM signs for it by default."""
+        return parseaddr(self.mail_from)[1].rpartition("@")[2]
+
+    @property
     def is_https(self) -> bool:
         return self.base_url.startswith("https://")
 
@@ -104,10 +110,7 @@ class Settings:
 
 
 def _build(env: dict[str, str]) -> Settings:
-    instance = Path(env.get("MAILER_INSTANCE_PATH", PROJECT_ROOT / "instance")).resolve()
-    content = Path(env.get("MAILER_CONTENT_PATH", PROJECT_ROOT / "content")).resolve()
-    if not content.is_dir():
-        raise SettingsError(f"MAILER_CONTENT_PATH: {content} is not a folder")
+    instance = Path(env.get("MAILER_INSTANCE_PATH") or Path.cwd() / "instance").resolve()
 
     database_url = _database_url(env.get("MAILER_DATABASE_URL"), instance)
     mail = _mail_url(env.get("MAILER_MAIL_URL"), instance)
@@ -119,7 +122,8 @@ def _build(env: dict[str, str]) -> Settings:
         mail=mail,
         mail_from=_address("MAILER_FROM", env.get("MAILER_FROM", "Mini guide <guide@example.nl>")),
         instance_path=instance,
-        content_path=content,
+        content_path=_folder("MAILER_CONTENT_PATH", env),
+        templates_path=_folder("MAILER_TEMPLATES_PATH", env),
         ratelimit_storage_url=_storage_url(env.get("MAILER_RATELIMIT_STORAGE_URL", "memory://")),
         signup_rate_limit=_rate_limit("MAILER_SIGNUP_RATE_LIMIT",
                                       env.get("MAILER_SIGNUP_RATE_LIMIT", "10 per minute;50 per hour")),
@@ -147,6 +151,15 @@ def _build(env: dict[str, str]) -> Settings:
         pending_max_age_days=_number("MAILER_PENDING_MAX_AGE_DAYS", env, 30, int, minimum=1),
         **_dkim(env),
     )
+
+
+def _folder(name: str, env: dict[str, str]) -> Path | None:
+    if not env.get(name):
+        return None
+    folder = Path(env[name]).resolve()
+    if not folder.is_dir():
+        raise SettingsError(f"{name}: {folder} is not a folder")
+    return folder
 
 
 def _is_embedded(database_url: str) -> bool:

@@ -1,4 +1,8 @@
-"""The send window: the local days and hours in which marketing mail may start going out.
+"""Time values that settings carry and the domain applies: the send window and retry schedules.
+
+Pure and free of the domain, so that settings can parse and check them at start-up.
+
+The send window: the local days and hours in which marketing mail may start going out.
 
 Written as ``mon-fri 09:00-17:00`` (days: a range or a comma list of mon..sun; hours: start
 inclusive, end exclusive, 24:00 allowed) in a named time zone, so daylight saving time moves
@@ -12,12 +16,48 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from mailer.errors import SettingsError
+
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+DURATION = re.compile(r"^(\d+)([smhd])$")
+UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 _SPEC = re.compile(r"^\s*(?P<days>[a-z,\-]+)\s+(?P<start>\d\d:\d\d)-(?P<end>\d\d:\d\d)\s*$")
 
 
 class WindowError(ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    delays: tuple[timedelta, ...]  # after attempt 1, 2, ...; the last one repeats
+    give_up_after: timedelta  # counted from when the mail was queued
+
+
+# Transactional mail (confirmation, guide) is awaited by a person: retry soon, give up in two
+# days. Marketing mail can wait: retry gently, so a struggling relay is not pushed harder.
+TRANSACTIONAL = "30s,2m,10m,30m,1h/2d"
+MARKETING = "5m,30m,2h,6h/3d"
+
+
+def parse_policy(variable: str, value: str) -> RetryPolicy:
+    """'30s,2m,10m/2d' -> delays 30 s, 2 min, 10 min (repeating), give up after 2 days."""
+    delays_text, _, give_up_text = value.partition("/")
+    try:
+        delays = tuple(_duration(part) for part in delays_text.split(","))
+        give_up = _duration(give_up_text)
+    except ValueError:
+        raise SettingsError(
+            f"{variable} must look like '30s,2m,10m,1h/2d' (delays, then the give-up age), got {value!r}"
+        ) from None
+    return RetryPolicy(delays, give_up)
+
+
+def _duration(text: str) -> timedelta:
+    match = DURATION.match(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(text)
+    return timedelta(**{UNITS[match.group(2)]: int(match.group(1))})
 
 
 @dataclass(frozen=True)

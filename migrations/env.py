@@ -1,8 +1,8 @@
-"""Alembic environment: the target is mailer.models; the URL comes from the caller or the settings."""
+"""Alembic environment: the target is mailer.store.tables; the URL comes from the caller or the settings."""
 
 from alembic import context
 
-from mailer.models import Base
+from mailer.store.tables import Base
 
 config = context.config
 
@@ -21,7 +21,7 @@ def run_migrations() -> None:
     if connection is not None:
         _run(connection)
         return
-    from mailer.db import make_engine
+    from mailer.store.database import make_engine
 
     engine = make_engine(_url())
     with engine.connect() as conn:

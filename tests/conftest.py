@@ -20,12 +20,12 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import create_engine, text
 
-from mailer import create_app
+from mailer.web import create_app
 from mailer.clock import SettableClock
-from mailer.migrate import upgrade
-from mailer.models import Base
+from mailer.store.migrate import upgrade
+from mailer.store.tables import Base
 from mailer.services import build_services
-from mailer.settings import PROJECT_ROOT, Settings
+from mailer.settings import Settings
 
 POSTGRES_URL = os.environ.get("MAILER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRED = set(filter(None, os.environ.get("MAILER_TEST_REQUIRE", "").split(",")))
@@ -154,6 +154,20 @@ def client(app):
     return app.test_client()
 
 
+def as_marketing(services, *recipients: str) -> None:
+    """Make queued mail marketing mail (the first step of the shipped sequence), for delivery
+    tests about marketing: its own From, retry policy, pause and send window."""
+    from mailer.store.tables import MARKETING_PRIORITY, MailKind, Outbox
+
+    step = services.content.sequences["mini-guide"].steps[0].key
+    statement = Outbox.__table__.update()
+    if recipients:
+        statement = statement.where(Outbox.recipient.in_(recipients))
+    with services.db.transaction() as session:
+        session.execute(statement.values(kind=MailKind.DRIP.value, sequence="mini-guide", step=step,
+                                          priority=MARKETING_PRIORITY))
+
+
 # --- a visitor ---------------------------------------------------------------------------
 
 TOKEN_FIELD = re.compile(r'name="(csrf_token|started)" type="hidden" value="([^"]+)"')
@@ -259,7 +273,7 @@ def chromium_path() -> str:
 
 @pytest.fixture
 def project_root() -> Path:
-    return PROJECT_ROOT
+    return Path(__file__).resolve().parent.parent
 
 
 from smtp_faults import faulty_smtp  # noqa: E402,F401  (a fixture: the misbehaving relay)

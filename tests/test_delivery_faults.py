@@ -6,11 +6,10 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from mailer import create_app
-from mailer.models import DeliveryAttempt, Outbox
-from mailer.outbox import Sender
+from mailer.web import create_app
+from mailer.store.tables import DeliveryAttempt, Outbox
 
-from conftest import Visitor
+from conftest import Visitor, as_marketing
 
 
 def setup(make_services, database_url, clock, server, *emails, timeout=5):
@@ -18,7 +17,7 @@ def setup(make_services, database_url, clock, server, *emails, timeout=5):
     visitor = Visitor(create_app(services=services).test_client(), clock)
     for email in emails:
         visitor.sign_up(email)
-    return services, Sender(services, services.transport(), worker="w")
+    return services, services.sender(services.transport(), worker="w")
 
 
 def state(services):
@@ -112,12 +111,9 @@ def test_a_relay_that_refuses_the_connection_fails_no_mail(make_services, databa
 
 def test_a_sender_policy_refusal_stops_the_marketing_rest_of_the_batch(make_services, database_url, clock,
                                                                         faulty_smtp):
-    from mailer.models import MARKETING_PRIORITY
-
     emails = [f"m{n}@example.nl" for n in range(4)]
     services, sender = setup(make_services, database_url, clock, faulty_smtp, *emails)
-    with services.db.transaction() as session:
-        session.execute(Outbox.__table__.update().values(priority=MARKETING_PRIORITY))
+    as_marketing(services)
     faulty_smtp.at_rcpt("m0@example.nl", "554 5.7.1 Sender address rejected: policy")
     report = sender.dispatch()
     assert (report.failed, report.released) == (1, 3)

@@ -10,17 +10,17 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import func, select
 
-from mailer.content import load_content
-from mailer.drip import Facts, advance
+from mailer.content.files import load_content
+from mailer.drip.job import Facts, advance
 from mailer.errors import ContentError
-from mailer.models import Enrollment, Outbox
+from mailer.store.tables import Enrollment, Outbox
 from mailer.scheduler import build_scheduler, periodic_jobs
-from mailer.settings import PROJECT_ROOT
-from mailer.window import SendWindow, WindowError
+from mailer.resources import shipped
+from mailer.timing import SendWindow, WindowError
 
 UTC = timezone.utc
 WINDOW = SendWindow.parse("mon-fri 09:00-17:00", "Europe/Amsterdam")
-SEQUENCE = load_content(PROJECT_ROOT / "content").sequences["mini-guide"]
+SEQUENCE = load_content(shipped("content")).sequences["mini-guide"]
 ANCHOR = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)  # a Tuesday, 10:00 in Amsterdam
 DAY = timedelta(days=1)
 
@@ -119,7 +119,7 @@ def test_after_the_last_step_nothing_is_due():
 
 def broken_sequence(tmp_path, old: str, new: str):
     content = tmp_path / "content"
-    shutil.copytree(PROJECT_ROOT / "content", content)
+    shutil.copytree(shipped("content"), content)
     path = content / "sequences" / "mini-guide.toml"
     text = path.read_text(encoding="utf-8")
     assert old in text
@@ -155,7 +155,7 @@ def test_a_missing_template_stops_the_start_with_its_name(tmp_path, make_service
 
 def test_a_link_name_missing_from_the_organisation_stops_the_start(tmp_path, make_services, sqlite_url):
     content = tmp_path / "content"
-    shutil.copytree(PROJECT_ROOT / "content", content)
+    shutil.copytree(shipped("content"), content)
     organisation = content / "organisation.toml"
     organisation.write_text(organisation.read_text(encoding="utf-8").replace("\nvisie = ", "\nvisie-oud = "),
                             encoding="utf-8")
@@ -167,7 +167,7 @@ def test_a_link_name_missing_from_the_organisation_stops_the_start(tmp_path, mak
 
 def enrol(services, count: int, anchor: datetime) -> None:
     """`count` confirmed leads with marketing consent, enrolled at `anchor` (bulk, for speed)."""
-    from mailer.models import Lead
+    from mailer.store.tables import Lead
 
     with services.db.transaction() as session:
         session.execute(Lead.__table__.insert(), [
@@ -197,7 +197,7 @@ def test_a_run_queues_each_due_step_once_in_batches(make_services, database_url,
 
 
 def test_nothing_is_queued_outside_the_window_or_while_marketing_is_paused(services):
-    from mailer import queries
+    from mailer.store import queries
 
     enrol(services, 3, ANCHOR)
     saturday = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
@@ -210,7 +210,7 @@ def test_nothing_is_queued_outside_the_window_or_while_marketing_is_paused(servi
 
 
 def test_leads_without_consent_are_stopped_not_mailed(services):
-    from mailer.models import Lead
+    from mailer.store.tables import Lead
 
     enrol(services, 2, ANCHOR)
     with services.db.transaction() as session:
@@ -234,15 +234,16 @@ def test_the_scheduler_holds_the_same_jobs_whatever_the_number_of_leads(services
 
 def test_a_newer_process_applies_a_change_once_and_an_older_one_leaves_it_alone(
         make_services, database_url, clock, tmp_path):
-    from mailer import queries
-    from mailer.models import SequenceState
+    from mailer.delivery.enqueue import drip_mail
+    from mailer.store import queries
+    from mailer.store.tables import SequenceState
     from test_drip_walk import changed_content
 
     old = make_services(database_url)
     enrol(old, 3, ANCHOR)
     assert old.drip.run(old.db, ANCHOR + 2 * DAY).enqueued == 3
     with old.db.transaction() as session:  # a mail of the step about to be removed, still queued
-        queries.insert_drip_mails(session, [queries.drip_mail(1, "lead0@example.nl", "mini-guide", "mini-guide",
+        queries.insert_drip_mails(session, [drip_mail(1, "lead0@example.nl", "mini-guide", "mini-guide",
                                                               "kennismaken", ANCHOR, "example.nl")])
     clock.set(ANCHOR + 3 * DAY)
     new = make_services(database_url, MAILER_CONTENT_PATH=changed_content(tmp_path, old))
@@ -284,8 +285,8 @@ def test_two_workers_run_the_drip_job_at_once_and_queue_each_step_once(make_serv
 
 
 def test_the_drip_job_does_not_wait_for_an_unsubscribe_in_progress(make_services, postgres_url):
-    from mailer.signup import Evidence
-    from mailer.tokens import UNSUBSCRIBE
+    from mailer.funnel.actions import Evidence
+    from mailer.funnel.tokens import UNSUBSCRIBE
 
     services = make_services(postgres_url)
     enrol(services, 1, ANCHOR)
@@ -305,14 +306,13 @@ def test_the_drip_job_does_not_wait_for_an_unsubscribe_in_progress(make_services
 
 
 def test_marketing_mail_waits_for_the_window_to_be_sent_too(services, clock):
-    from mailer.outbox import Sender
-    from mailer.transports.memory import MemoryTransport
+    from mailer.delivery.transports.memory import MemoryTransport
 
     enrol(services, 2, ANCHOR)
     friday_late = datetime(2026, 12, 4, 15, 59, tzinfo=UTC)  # 16:59 in Amsterdam: queued
     assert services.drip.run(services.db, friday_late).enqueued == 2
     transport = MemoryTransport()
     clock.set(friday_late + timedelta(minutes=1))  # 17:00: the relay was slow, nothing went yet
-    assert Sender(services, transport, worker="test").dispatch_all().sent == 0
+    assert services.sender(transport, worker="test").dispatch_all().sent == 0
     clock.set(datetime(2026, 12, 7, 8, 0, tzinfo=UTC))  # Monday 09:00
-    assert Sender(services, transport, worker="test").dispatch_all().sent == 2
+    assert services.sender(transport, worker="test").dispatch_all().sent == 2

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from mailer.cli import main
-from mailer.models import Enrollment, Outbox
+from mailer.store.tables import Enrollment, Outbox
 
 from conftest import make_env
 from test_drip import ANCHOR, DAY, enrol

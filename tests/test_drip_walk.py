@@ -14,10 +14,10 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select
 
-from mailer import create_app
-from mailer.models import ConsentEvent, Enrollment, Lead, Outbox
-from mailer.outbox import Sender
-from mailer.transports.memory import MemoryTransport
+from mailer.resources import shipped
+from mailer.web import create_app
+from mailer.store.tables import ConsentEvent, Enrollment, Lead, Outbox
+from mailer.delivery.transports.memory import MemoryTransport
 
 from conftest import Visitor
 from test_funnel import deliver, link_in
@@ -59,14 +59,14 @@ class Walk:
             if any(start <= now < end for start, end in self.down):
                 continue
             self.services.drip.run(self.services.db, now)
-            Sender(self.services, self.transport, worker="walk").dispatch_all()
+            self.services.sender(self.transport, worker="walk").dispatch_all()
 
 
 def changed_content(tmp_path, services) -> str:
     """The sequence file after an operator's edit: a step added far ahead, one added in the
     past, and the last one removed."""
     content = tmp_path / "changed-content"
-    shutil.copytree(services.settings.content_path, content)
+    shutil.copytree(shipped("content"), content)
     path = content / "sequences" / "mini-guide.toml"
     text = path.read_text(encoding="utf-8")
     head, _, _removed_last = text.rpartition("[[steps]]")

@@ -6,9 +6,9 @@ from markupsafe import escape
 
 from sqlalchemy import func, select
 
-from mailer import create_app
-from mailer.forms import clean_name
-from mailer.models import Lead, Outbox
+from mailer.web import create_app
+from mailer.funnel.addresses import clean_name
+from mailer.store.tables import Lead, Outbox
 
 from conftest import Visitor, form_tokens
 

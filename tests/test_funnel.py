@@ -7,9 +7,8 @@ import re
 
 from sqlalchemy import func, select
 
-from mailer.models import ConsentEvent, ConsentNotice, Download, Lead, Outbox
-from mailer.outbox import Sender
-from mailer.transports.memory import MemoryTransport
+from mailer.store.tables import ConsentEvent, ConsentNotice, Download, Lead, Outbox
+from mailer.delivery.transports.memory import MemoryTransport
 
 from conftest import form_tokens
 
@@ -19,7 +18,7 @@ LINK = re.compile(r"https://guide\.example\.nl(/(?:bevestig|download)/[\w.\-]+)"
 def deliver(services) -> list:
     """Run the sender once and return the parsed mails it handed over."""
     transport = MemoryTransport()
-    Sender(services, transport, worker="test").dispatch_all()
+    services.sender(transport, worker="test").dispatch_all()
     return transport.parsed()
 
 
@@ -206,7 +205,7 @@ def test_an_expired_confirm_link_changes_nothing(services, visitor, client, cloc
 
 
 def test_links_signed_with_an_older_key_still_work_after_rotation(make_services, database_url, clock):
-    from mailer import create_app
+    from mailer.web import create_app
     from conftest import Visitor
 
     old = make_services(database_url, MAILER_SECRET_KEY="old-key-0123456789abcdef")
@@ -265,7 +264,7 @@ def test_a_missing_pdf_gets_a_friendly_page_not_a_500(services, visitor, client,
 
 
 def test_a_rolled_back_first_signup_does_not_break_the_next(services, visitor, clock):
-    from mailer.signup import Evidence, Signup
+    from mailer.funnel.actions import Evidence, Signup
 
     class Abort(Exception):
         pass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mailer import create_app
+from mailer.web import create_app
 
 from conftest import Visitor, free_port
 

@@ -7,8 +7,9 @@ from email import message_from_bytes, policy
 
 import pytest
 
-from mailer.models import MailKind
-from mailer.rendering import Recipient, build_message
+from mailer.delivery.kinds import MailRef
+from mailer.store.tables import MailKind
+from mailer.delivery.rendering import Recipient, build_message
 
 
 @pytest.fixture
@@ -17,7 +18,7 @@ def rendered(make_services, sqlite_url):
 
     def render(kind, first_name="Zoë <b>&"):
         recipient = Recipient(7, "zoe@example.nl", first_name)
-        mail = services.renderer.render(kind, recipient, "mini-guide")
+        mail = services.renderer.render(MailRef(kind, "mini-guide"), recipient)
         data = build_message(sender=services.settings.mail_from, recipient=recipient, mail=mail,
                              message_id="<abc@example.nl>", date=datetime(2026, 12, 1, 9, tzinfo=timezone.utc))
         return mail, message_from_bytes(data, policy=policy.default), data
@@ -70,7 +71,7 @@ def test_a_missing_first_name_still_greets(rendered):
 
 
 def test_the_message_parses_without_defects_and_survives_hostile_values():
-    from mailer.rendering import RenderedMail
+    from mailer.delivery.rendering import RenderedMail
 
     mail = RenderedMail(
         subject="Je gids – ‘Met vertrouwen’ " + "en nog veel meer woorden " * 6,
@@ -91,7 +92,7 @@ def test_the_message_parses_without_defects_and_survives_hostile_values():
 
 
 def test_a_long_non_ascii_name_is_folded_within_the_line_limit():
-    from mailer.rendering import RenderedMail
+    from mailer.delivery.rendering import RenderedMail
 
     name = "Zoë-Émilie van der Straaten-Goedhart de Ruyter ten Brink " * 2
     data = build_message(sender="Trainingsbureau <guide@example.nl>",
@@ -107,17 +108,17 @@ def test_a_long_non_ascii_name_is_folded_within_the_line_limit():
 def test_a_broken_mail_template_stops_the_start_with_its_name(tmp_path, sqlite_url):
     import shutil
 
-    from mailer.content import load_content
+    from mailer.content.files import load_content
     from mailer.errors import ContentError
-    from mailer.links import Links
-    from mailer.rendering import MailRenderer
-    from mailer.settings import PROJECT_ROOT
-    from mailer.tokens import Signer
+    from mailer.funnel.links import Links
+    from mailer.delivery.rendering import MailRenderer
+    from mailer.resources import shipped
+    from mailer.funnel.tokens import Signer
 
     templates = tmp_path / "templates"
-    shutil.copytree(PROJECT_ROOT / "templates", templates)
+    shutil.copytree(shipped("templates"), templates)
     (templates / "mail" / "guide.html").write_text("{% extends '_layout.html' %}{% block body %}{{ nope }}{% endblock %}")
-    content = load_content(PROJECT_ROOT / "content")
-    renderer = MailRenderer(templates, content, Links("https://x.example.nl", Signer(("k" * 20,), None)), 7)
+    content = load_content(shipped("content"))
+    renderer = MailRenderer([templates], content, Links("https://x.example.nl", Signer(("k" * 20,), None)), 7)
     with pytest.raises(ContentError, match="templates/mail/guide.html .*'nope' is undefined"):
         renderer.check()

@@ -10,7 +10,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
-from mailer.models import Base
+from mailer.store.tables import Base
 
 
 def test_models_and_migrations_agree(database_url):

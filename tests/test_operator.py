@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from mailer import create_app
+from mailer.web import create_app
 from mailer.cli import main
-from mailer.models import (
+from mailer.store.tables import (
     Click, ConsentEvent, DeliveryAttempt, Download, Enrollment, ErasedTally, Lead, Outbox, Suppression,
 )
 
@@ -170,8 +170,7 @@ def test_erasing_on_the_embedded_default_also_removes_the_sent_mail_files(tmp_pa
     client = create_app(services=services).test_client()
     for email in ("weg@example.nl", "blijft@example.nl"):
         Visitor(client, clock).sign_up(email)
-    from mailer.outbox import Sender
-    Sender(services, services.transport(), worker="test").dispatch_all()
+    services.sender(services.transport(), worker="test").dispatch_all()
     assert len(list(folder.glob("*.eml"))) == 2
     env = make_env(tmp_path, MAILER_DATABASE_URL=sqlite_url, MAILER_MAIL_URL=f"file://{folder}")
     assert CliRunner().invoke(main, ["lead", "erase", "weg@example.nl", "--yes"], env=env).exit_code == 0

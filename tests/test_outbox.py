@@ -7,15 +7,19 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import select
 
-from mailer import queries, retry
-from mailer.models import DeliveryAttempt, Outbox
-from mailer.outbox import Sender
-from mailer.transports.memory import MemoryTransport
+from mailer.store import queries
+
+from mailer import timing
+from mailer.delivery import retry
+from mailer.store.tables import DeliveryAttempt, Outbox
+from mailer.delivery.transports.memory import MemoryTransport
+
+from conftest import as_marketing
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
 
 
-POLICY = retry.parse_policy("MAILER_RETRY_TRANSACTIONAL", retry.TRANSACTIONAL)
+POLICY = timing.parse_policy("MAILER_RETRY_TRANSACTIONAL", timing.TRANSACTIONAL)
 
 
 @pytest.mark.parametrize("code, text, attempts, age, expected, blame", [
@@ -46,7 +50,7 @@ def test_an_unknown_outcome_is_retried_once_then_given_up():
 
 
 def test_marketing_mail_retries_more_gently_than_transactional_mail():
-    marketing = retry.parse_policy("MAILER_RETRY_MARKETING", retry.MARKETING)
+    marketing = timing.parse_policy("MAILER_RETRY_MARKETING", timing.MARKETING)
     assert marketing.delays[0] > POLICY.delays[0] and marketing.give_up_after > POLICY.give_up_after
 
 
@@ -55,7 +59,7 @@ def test_a_bad_retry_setting_names_its_variable(value):
     from mailer.errors import SettingsError
 
     with pytest.raises(SettingsError, match="MAILER_RETRY_MARKETING must look like"):
-        retry.parse_policy("MAILER_RETRY_MARKETING", value)
+        timing.parse_policy("MAILER_RETRY_MARKETING", value)
 
 
 def rows(services):
@@ -71,7 +75,7 @@ def attempts(services):
 def test_mail_goes_out_over_smtp_and_each_attempt_is_recorded(make_services, database_url, smtp_server, visitor_on):
     services = make_services(database_url, MAILER_MAIL_URL=smtp_server.url)
     visitor_on(services).sign_up("ontvanger@example.nl")
-    report = Sender(services, services.transport(), worker="w1").dispatch()
+    report = services.sender(services.transport(), worker="w1").dispatch()
 
     assert (report.sent, report.failed) == (1, 0)
     [row] = rows(services)
@@ -87,7 +91,7 @@ def test_a_refused_mailbox_fails_the_row_with_the_reply(make_services, database_
     services = make_services(database_url, MAILER_MAIL_URL=smtp_server.url)
     smtp_server.replies["bestaat-niet@example.nl"] = "550 5.1.1 User unknown"
     visitor_on(services).sign_up("bestaat-niet@example.nl")
-    report = Sender(services, services.transport()).dispatch()
+    report = services.sender(services.transport()).dispatch()
 
     assert report.failed == 1
     [row] = rows(services)
@@ -100,7 +104,7 @@ def test_a_temporary_refusal_is_retried_later_with_the_same_message_id(
     services = make_services(database_url, MAILER_MAIL_URL=smtp_server.url)
     smtp_server.replies["druk@example.nl"] = "451 4.3.0 Try again later"
     visitor_on(services).sign_up("druk@example.nl")
-    sender = Sender(services, services.transport())
+    sender = services.sender(services.transport())
 
     assert sender.dispatch().deferred == 1
     [row] = rows(services)
@@ -121,7 +125,7 @@ def test_an_unreachable_server_gives_the_batch_back_untouched(make_services, dat
 
     services = make_services(database_url, MAILER_MAIL_URL=f"smtp://127.0.0.1:{free_port()}?timeout=2")
     visitor_on(services).sign_up("wacht@example.nl")
-    report = Sender(services, services.transport()).dispatch()
+    report = services.sender(services.transport()).dispatch()
     assert report.released == 1
     assert [(r.status, r.attempts, r.claimed_by) for r in rows(services)] == [("queued", 0, None)]
 
@@ -133,9 +137,9 @@ def test_a_row_whose_lease_ran_out_is_claimed_again(make_services, database_url,
         assert len(queries.claim_due(session, now=clock.now(), lease_until=clock.now() + timedelta(minutes=5),
                                      worker="dead", limit=10)) == 1
     transport = MemoryTransport()
-    assert Sender(services, transport).dispatch().handled == 0  # still leased
+    assert services.sender(transport).dispatch().handled == 0  # still leased
     clock.advance(minutes=6)
-    assert Sender(services, transport).dispatch().sent == 1
+    assert services.sender(transport).dispatch().sent == 1
     assert len(transport.outbox) == 1
 
 
@@ -155,7 +159,7 @@ def test_concurrent_claims_on_postgres_never_share_a_row(make_services, postgres
 
 @pytest.fixture
 def visitor_on(clock):
-    from mailer import create_app
+    from mailer.web import create_app
     from conftest import Visitor
 
     return lambda services: Visitor(create_app(services=services).test_client(), clock)
@@ -170,7 +174,7 @@ def test_one_row_that_cannot_be_built_fails_alone_and_the_batch_goes_on(make_ser
     with services.db.transaction() as session:  # the operator removed this row's lead magnet
         session.execute(Outbox.__table__.update().where(Outbox.recipient == "b@example.nl").values(magnet="weg"))
     transport = MemoryTransport()
-    report = Sender(services, transport).dispatch()
+    report = services.sender(transport).dispatch()
     assert (report.sent, report.failed) == (2, 1)
     assert {r.recipient: r.status for r in rows(services)} == {
         "a@example.nl": "sent", "b@example.nl": "failed", "c@example.nl": "sent"}
@@ -183,7 +187,7 @@ def test_a_worker_that_lost_its_lease_does_not_overwrite_the_result_of_the_worke
 
     services = make_services(database_url)
     visitor_on(services).sign_up("traag@example.nl")
-    fast = Sender(services, MemoryTransport(), worker="fast")
+    fast = services.sender(MemoryTransport(), worker="fast")
 
     class StalledTransport(MemoryTransport):
         """Hangs so long that the lease runs out and another worker sends; then fails."""
@@ -193,14 +197,14 @@ def test_a_worker_that_lost_its_lease_does_not_overwrite_the_result_of_the_worke
             assert fast.dispatch().sent == 1
             raise DeliveryError(451, "too late")
 
-    Sender(services, StalledTransport(), worker="slow").dispatch()
+    services.sender(StalledTransport(), worker="slow").dispatch()
     [row] = rows(services)
     assert row.status == "sent" and row.claimed_by is None
     assert sorted((a.worker, a.outcome) for a in attempts(services)) == [("fast", "sent"), ("slow", "deferred")]
 
 
 def lead_status(services, email):
-    from mailer.models import Lead
+    from mailer.store.tables import Lead
 
     with services.db.read_only() as session:
         return session.scalar(select(Lead.status).where(Lead.email == email))
@@ -214,26 +218,26 @@ def test_an_unknown_mailbox_makes_the_lead_undeliverable_and_cancels_its_other_m
     clock.advance(minutes=1)
     visitor.sign_up("weg@example.nl")  # a second confirmation waits behind the first
     smtp_server.replies["weg@example.nl"] = "550 5.1.1 <weg@example.nl>: Recipient address rejected"
-    report = Sender(services, services.transport()).dispatch(limit=1)
+    report = services.sender(services.transport()).dispatch(limit=1)
 
     assert report.failed == 1
     assert lead_status(services, "weg@example.nl") == "undeliverable"
     assert [r.status for r in rows(services)] == ["failed", "cancelled"]
     assert "address undeliverable" in rows(services)[1].last_error
     visitor.sign_up("weg@example.nl")  # the form answers as always, and queues nothing
-    assert Sender(services, services.transport()).dispatch().handled == 0
+    assert services.sender(services.transport()).dispatch().handled == 0
 
 
 def test_a_policy_refusal_about_the_sender_spares_the_recipient_and_pauses_marketing(
         make_services, database_url, smtp_server, visitor_on, clock):
-    from mailer import queries
-    from mailer.models import MARKETING_PRIORITY, Pause
+    from mailer.store import queries
+    from mailer.store.tables import Pause
 
     services = make_services(database_url, MAILER_MAIL_URL=smtp_server.url)
     visitor = visitor_on(services)
     visitor.sign_up("streng@example.nl")
     smtp_server.replies["streng@example.nl"] = "550 5.7.1 Sender address rejected: SPF check failed"
-    assert Sender(services, services.transport()).dispatch().failed == 1
+    assert services.sender(services.transport()).dispatch().failed == 1
     assert lead_status(services, "streng@example.nl") == "pending"
     with services.db.read_only() as session:
         assert "5.7.1" in session.get(Pause, "marketing").reason
@@ -241,14 +245,12 @@ def test_a_policy_refusal_about_the_sender_spares_the_recipient_and_pauses_marke
     # While paused, marketing rows wait and transactional mail still goes out.
     visitor.sign_up("nieuw@example.nl")
     visitor.sign_up("reclame@example.nl")
-    with services.db.transaction() as session:
-        session.execute(Outbox.__table__.update().where(Outbox.recipient == "reclame@example.nl")
-                        .values(priority=MARKETING_PRIORITY))
-    assert Sender(services, services.transport()).dispatch().sent == 1
+    as_marketing(services, "reclame@example.nl")
+    assert services.sender(services.transport()).dispatch().sent == 1
     assert {r.recipient: r.status for r in rows(services)}["reclame@example.nl"] == "queued"
     with services.db.transaction() as session:
         queries.resume_marketing(session)
-    assert Sender(services, services.transport()).dispatch().sent == 1
+    assert services.sender(services.transport()).dispatch().sent == 1
 
 
 def test_a_confirmation_that_would_arrive_after_its_link_expired_is_cancelled(
@@ -257,7 +259,7 @@ def test_a_confirmation_that_would_arrive_after_its_link_expired_is_cancelled(
     visitor_on(services).sign_up("lang-weg@example.nl")
     clock.advance(days=8)
     transport = MemoryTransport()
-    report = Sender(services, transport).dispatch()
+    report = services.sender(transport).dispatch()
     assert report.cancelled == 1 and transport.outbox == []
     [row] = rows(services)
     assert row.status == "cancelled" and "older than its link" in row.last_error
@@ -277,12 +279,12 @@ def test_a_stopping_sender_finishes_the_message_in_flight_and_gives_the_rest_bac
             sender.stop()  # SIGTERM arrives while the first message is in flight
             return sent
 
-    sender = Sender(services, StopAfterFirst(), worker="leaving")
+    sender = services.sender(StopAfterFirst(), worker="leaving")
     report = sender.dispatch()
     assert (report.sent, report.released) == (1, 3)
     assert sorted(r.status for r in rows(services)) == ["queued", "queued", "queued", "sent"]
     assert all(r.claimed_by is None for r in rows(services))
-    assert Sender(services, MemoryTransport()).dispatch().sent == 3  # another worker takes them at once
+    assert services.sender(MemoryTransport()).dispatch().sent == 3  # another worker takes them at once
 
 
 def test_a_worker_whose_lease_ran_out_skips_the_rows_another_worker_took(make_services, database_url,
@@ -292,7 +294,7 @@ def test_a_worker_whose_lease_ran_out_skips_the_rows_another_worker_took(make_se
     for name in ("een", "twee", "drie"):
         visitor.sign_up(f"{name}@example.nl")
     fast_transport = MemoryTransport()
-    fast = Sender(services, fast_transport, worker="fast")
+    fast = services.sender(fast_transport, worker="fast")
 
     class HangsOnce(MemoryTransport):
         """The first message hangs past the lease; meanwhile another worker takes the batch."""
@@ -304,7 +306,7 @@ def test_a_worker_whose_lease_ran_out_skips_the_rows_another_worker_took(make_se
             return super().send_messages(messages)
 
     slow_transport = HangsOnce()
-    Sender(services, slow_transport, worker="slow").dispatch()
+    services.sender(slow_transport, worker="slow").dispatch()
     assert len(slow_transport.outbox) == 1  # only the message that was already in flight
     assert len(fast_transport.outbox) == 3
     assert {r.status for r in rows(services)} == {"sent"}

@@ -8,10 +8,9 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from mailer import create_app
+from mailer.web import create_app
 from mailer.cli import main
-from mailer.models import Outbox
-from mailer.outbox import Sender
+from mailer.store.tables import Outbox
 
 from conftest import Visitor, make_env
 
@@ -26,7 +25,7 @@ def operator(tmp_path, make_services, database_url, smtp_server, clock):
     smtp_server.replies["beleid@example.nl"] = "550 5.7.1 Sender rejected by policy"
     for email in ("vol@example.nl", "goed@example.nl", "beleid@example.nl"):
         visitor.sign_up(email)
-    Sender(services, services.transport()).dispatch()
+    services.sender(services.transport()).dispatch()
     runner = CliRunner()
 
     def run(*args):
@@ -64,7 +63,7 @@ def test_retry_puts_failed_mail_back_and_it_goes_out(operator, smtp_server):
     del smtp_server.replies["vol@example.nl"]
     result = operator("retry", str(min(failed)))
     assert result.exit_code == 0 and "1 row(s) queued again" in result.output
-    assert Sender(operator.services, operator.services.transport()).dispatch().sent == 1
+    assert operator.services.sender(operator.services.transport()).dispatch().sent == 1
     assert statuses(operator.services)["vol@example.nl"] == "sent"
 
 
@@ -85,7 +84,7 @@ def test_cancel_and_resume(operator):
 
 
 def test_retry_all_failed_leaves_cancelled_mail_and_undeliverable_addresses_alone(operator, smtp_server):
-    from mailer.models import Lead
+    from mailer.store.tables import Lead
 
     failed = {json.loads(line)["recipient"]: json.loads(line)["id"]
               for line in operator("list", "--status", "failed", "--json").output.splitlines()}

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from mailer import create_app
+from mailer.web import create_app
 from mailer.clock import utcnow
-from mailer.models import Outbox
+from mailer.store.tables import Outbox
 
 from conftest import Visitor, form_tokens, free_port, make_env
 

@@ -8,13 +8,11 @@ from email import message_from_bytes, policy
 
 import pytest
 
-from mailer import create_app
+from mailer.web import create_app
 from mailer.errors import SettingsError
-from mailer.models import MARKETING_PRIORITY, Outbox
-from mailer.outbox import Sender
-from mailer.transports.memory import MemoryTransport
+from mailer.delivery.transports.memory import MemoryTransport
 
-from conftest import Visitor
+from conftest import Visitor, as_marketing
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +34,7 @@ def test_mail_is_signed_and_the_signature_verifies(make_services, sqlite_url, cl
     services = make_services(sqlite_url, MAILER_DKIM_SELECTOR="mail2026", MAILER_DKIM_KEY_FILE=str(key_file))
     Visitor(create_app(services=services).test_client(), clock).sign_up("dkim@example.nl")
     transport = MemoryTransport()
-    Sender(services, transport).dispatch()
+    services.sender(transport).dispatch()
     [envelope] = transport.outbox
     assert envelope.data.startswith(b"DKIM-Signature: v=1; a=rsa-sha256;")
     assert b"d=example.nl" in envelope.data.split(b"\r\n\r\n")[0] and b"s=mail2026" in envelope.data
@@ -66,11 +64,9 @@ def test_marketing_mail_can_come_from_its_own_address(make_services, sqlite_url,
     visitor = Visitor(create_app(services=services).test_client(), clock)
     visitor.sign_up("transactioneel@example.nl")
     visitor.sign_up("marketing@example.nl")
-    with services.db.transaction() as session:
-        session.execute(Outbox.__table__.update().where(Outbox.recipient == "marketing@example.nl")
-                        .values(priority=MARKETING_PRIORITY))
+    as_marketing(services, "marketing@example.nl")
     transport = MemoryTransport()
-    Sender(services, transport).dispatch()
+    services.sender(transport).dispatch()
     senders = {e.recipients[0]: (e.sender, message_from_bytes(e.data, policy=policy.default)["From"])
                for e in transport.outbox}
     assert senders["transactioneel@example.nl"] == ("guide@example.nl", "Trainingsbureau <guide@example.nl>")

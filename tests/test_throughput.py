@@ -8,22 +8,21 @@ import uuid
 
 from sqlalchemy import select
 
-from mailer import create_app
-from mailer.models import MARKETING_PRIORITY, Outbox
-from mailer.outbox import Sender
-from mailer.throttle import SendThrottle
-from mailer.transports.memory import MemoryTransport
+from mailer.web import create_app
+from mailer.delivery.throttle import SendThrottle
+from mailer.delivery.transports.memory import MemoryTransport
 
-from conftest import Visitor
+from mailer.store.tables import Outbox
+
+from conftest import Visitor, as_marketing
 
 
-def queue(services, clock, emails, priority=None):
+def queue(services, clock, emails, marketing=False):
     visitor = Visitor(create_app(services=services).test_client(), clock)
     for email in emails:
         assert visitor.sign_up(email).status_code == 303
-    if priority is not None:
-        with services.db.transaction() as session:
-            session.execute(Outbox.__table__.update().where(Outbox.recipient.in_(emails)).values(priority=priority))
+    if marketing:
+        as_marketing(services, *emails)
 
 
 def test_the_sending_rate_holds_across_workers_through_redis(make_services, sqlite_url, clock, redis_url):
@@ -32,7 +31,7 @@ def test_the_sending_rate_holds_across_workers_through_redis(make_services, sqli
     relay = f"relay-{uuid.uuid4().hex}"
     # Two senders with their own throttle objects stand for two worker processes.
     transports = [MemoryTransport(), MemoryTransport()]
-    senders = [Sender(services, t, worker=f"w{n}", throttle=SendThrottle("4 per second", redis_url, relay))
+    senders = [services.sender(t, worker=f"w{n}", throttle=SendThrottle("4 per second", redis_url, relay))
                for n, t in enumerate(transports)]
     began = time.monotonic()
     threads = [threading.Thread(target=s.dispatch, kwargs={"limit": 6}) for s in senders]
@@ -47,9 +46,9 @@ def test_the_sending_rate_holds_across_workers_through_redis(make_services, sqli
 
 def test_marketing_gives_way_to_transactional_mail_when_the_rate_is_reached(make_services, sqlite_url, clock):
     services = make_services(sqlite_url, MAILER_SIGNUP_RATE_LIMIT="1000 per minute")
-    queue(services, clock, [f"m{n}@example.nl" for n in range(5)], priority=MARKETING_PRIORITY)
+    queue(services, clock, [f"m{n}@example.nl" for n in range(5)], marketing=True)
     transport = MemoryTransport()
-    sender = Sender(services, transport, throttle=SendThrottle("3 per second", "memory://", "relay"))
+    sender = services.sender(transport, throttle=SendThrottle("3 per second", "memory://", "relay"))
     report = sender.dispatch()
     assert (report.sent, report.released) == (3, 2)  # marketing does not sit on its claim waiting
 

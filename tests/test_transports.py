@@ -10,10 +10,10 @@ import pytest
 
 from mailer.errors import DeliveryError
 from mailer.settings import MailURL
-from mailer.transports import Envelope, make_transport
-from mailer.transports.console import ConsoleTransport
-from mailer.transports.file import FileTransport
-from mailer.transports.memory import MemoryTransport
+from mailer.delivery.transports import Envelope, Transport, make_transport
+from mailer.delivery.transports.console import ConsoleTransport
+from mailer.delivery.transports.file import FileTransport, eml_name
+from mailer.delivery.transports.memory import MemoryTransport
 
 
 def envelope(n: int) -> Envelope:
@@ -46,8 +46,55 @@ class TransportContract:
         assert transport.send_messages([]) == 0
         assert self.delivered(transport) == []
 
+    def test_as_a_context_manager_it_opens_once_and_closes_at_the_end(self, transport):
+        calls = []
+        for name in ("open", "close"):
+            method = getattr(transport, name)
+            setattr(transport, name, lambda method=method, name=name: (calls.append(name), method())[1])
+        with transport as held:
+            assert held is transport
+            assert calls == ["open"]
+            transport.send_messages([envelope(1)])
+            transport.send_messages([envelope(2)])
+            assert "close" not in calls  # held across both batches (the file one re-checks its folder)
+        assert calls[0] == "open" and calls[-1] == "close" and calls.count("close") == 1
+        subjects = sorted(m["Subject"] for m in self.delivered(transport))
+        assert subjects == ["Bericht 1 – één", "Bericht 2 – één"]
+
+    def test_the_context_manager_closes_also_when_a_send_fails(self, transport):
+        closed = []
+        close = transport.close
+        transport.close = lambda: (closed.append(True), close())[1]
+        with pytest.raises(DeliveryError):
+            with transport:
+                transport.send_messages([envelope(1)])
+                raise DeliveryError(None, "the caller gives up")
+        assert closed == [True]
+
+    def test_last_reply_is_the_answer_to_the_last_message_handed_over(self, transport):
+        transport.send_messages([envelope(1), envelope(2)])
+        code, text = transport.last_reply
+        assert isinstance(code, int) and isinstance(text, str)
+        assert (code, text) == self.reply
+
+    def test_discard_removes_the_copies_it_keeps_and_counts_them(self, transport):
+        transport.send_messages([envelope(1), envelope(2), envelope(3)])
+        gone = (m for m in ["<m1@example.nl>", "<m3@example.nl>", "<m9@example.nl>"])  # any iterable
+        removed = transport.discard(gone)
+        subjects = sorted(m["Subject"] for m in self.delivered(transport))
+        if self.keeps_copies:
+            assert removed == 2
+            assert subjects == ["Bericht 2 – één"]
+        else:  # nothing kept here, so nothing to remove; what went out stays out
+            assert removed == 0
+            assert subjects == ["Bericht 1 – één", "Bericht 2 – één", "Bericht 3 – één"]
+        assert transport.discard([]) == 0
+
 
 class TestMemory(TransportContract):
+    reply = (250, "accepted")
+    keeps_copies = True
+
     @pytest.fixture
     def transport(self):
         return MemoryTransport()
@@ -57,6 +104,9 @@ class TestMemory(TransportContract):
 
 
 class TestFile(TransportContract):
+    reply = (250, "accepted")
+    keeps_copies = True
+
     @pytest.fixture
     def transport(self, tmp_path):
         return FileTransport(tmp_path / "mail")
@@ -71,8 +121,26 @@ class TestFile(TransportContract):
         transport.send_messages([envelope(1), envelope(1)])
         assert len(list(transport.folder.iterdir())) == 1
 
+    def test_the_context_manager_makes_the_folder(self, transport):
+        with transport:
+            assert transport.folder.is_dir()
+
+    def test_discard_deletes_the_eml_files_and_any_half_written_one(self, transport):
+        transport.send_messages([envelope(1), envelope(2)])
+        leftover = transport.folder / f".{eml_name('<m1@example.nl>')}.tmp"
+        leftover.write_bytes(b"half a message")
+        assert transport.discard(["<m1@example.nl>"]) == 1
+        assert sorted(p.name for p in transport.folder.iterdir()) == [eml_name("<m2@example.nl>")]
+        assert transport.discard(["<m1@example.nl>"]) == 0  # already gone is fine
+
+    def test_discard_before_anything_was_written_removes_nothing(self, transport):
+        assert transport.discard(["<m1@example.nl>"]) == 0
+
 
 class TestConsole(TransportContract):
+    reply = (250, "accepted")
+    keeps_copies = False
+
     @pytest.fixture
     def transport(self):
         return ConsoleTransport(io.StringIO())
@@ -82,7 +150,25 @@ class TestConsole(TransportContract):
         return [message_from_bytes(c.encode(), policy=policy.default) for c in chunks]
 
 
+def test_every_transport_is_a_transport_and_the_base_defaults_hold(tmp_path, smtp_server):
+    made = [make_transport(MailURL("smtp", host=smtp_server.host, port=smtp_server.port, timeout=5)),
+            FileTransport(tmp_path / "mail"), ConsoleTransport(io.StringIO()), MemoryTransport()]
+    assert all(isinstance(t, Transport) for t in made)
+
+    class Bare(Transport):
+        pass
+
+    bare = Bare()
+    assert bare.open() is False and bare.close() is None
+    assert bare.last_reply == (250, "accepted") and bare.discard(["<m1@example.nl>"]) == 0
+    with pytest.raises(NotImplementedError):
+        bare.send_messages([envelope(1)])
+
+
 class TestSMTP(TransportContract):
+    reply = (250, "Message accepted")  # the words of the aiosmtpd server in conftest, not a default
+    keeps_copies = False
+
     @pytest.fixture
     def transport(self, smtp_server):
         self.server = smtp_server
@@ -93,6 +179,30 @@ class TestSMTP(TransportContract):
 
     def test_one_connection_carries_a_whole_batch(self, transport):
         transport.send_messages([envelope(n) for n in range(5)])
+        assert len(set(self.server.peers)) == 1
+
+    def test_the_context_manager_holds_one_connection_for_several_batches(self, transport):
+        with transport:
+            assert transport.connection is not None
+            transport.send_messages([envelope(1)])
+            transport.send_messages([envelope(2)])
+        assert transport.connection is None
+        assert len(self.server.messages) == 2 and len(set(self.server.peers)) == 1
+
+    def test_last_reply_follows_the_server_message_by_message(self, transport):
+        queued = iter(range(1, 100))
+
+        async def handle_DATA(server, session, smtp_envelope):  # a relay that names its queue ids
+            self.server.messages.append(smtp_envelope)
+            self.server.peers.append(session.peer)
+            return f"250 2.0.0 Ok: queued as Q{next(queued)}"
+
+        self.server.handle_DATA = handle_DATA
+        with transport:
+            transport.send_messages([envelope(1)])
+            assert transport.last_reply == (250, "2.0.0 Ok: queued as Q1")
+            transport.send_messages([envelope(2), envelope(3)])
+            assert transport.last_reply == (250, "2.0.0 Ok: queued as Q3")
         assert len(set(self.server.peers)) == 1
 
     def test_a_refused_recipient_raises_with_the_server_reply(self, transport):

@@ -8,9 +8,8 @@ from email import message_from_bytes, policy
 
 from sqlalchemy import select
 
-from mailer.models import Click, ConsentEvent, Enrollment, Lead, Outbox
-from mailer.outbox import Sender
-from mailer.transports.memory import MemoryTransport
+from mailer.store.tables import Click, ConsentEvent, Enrollment, Lead, Outbox
+from mailer.delivery.transports.memory import MemoryTransport
 
 from test_funnel import confirm, count, deliver, lead
 
@@ -130,7 +129,7 @@ def test_a_step_claimed_before_the_unsubscribe_is_not_sent(services, visitor, ap
             return super().open()
 
     transport = UnsubscribesWhileClaimed()
-    report = Sender(services, transport, worker="test").dispatch()
+    report = services.sender(transport, worker="test").dispatch()
     assert transport.outbox == [] and report.cancelled == 1
     with services.db.read_only() as session:
         assert session.scalar(select(Outbox.status).where(Outbox.step == "nog-niet-gelezen")) == "cancelled"
@@ -154,7 +153,7 @@ def test_a_click_is_counted_and_leads_only_to_the_templates_link(services, visit
 
 
 def test_with_click_tracking_off_links_point_straight_at_their_address(make_services, database_url, clock):
-    from mailer import create_app
+    from mailer.web import create_app
     from conftest import Visitor
 
     services = make_services(database_url, MAILER_CLICK_TRACKING="false")
@@ -165,7 +164,7 @@ def test_with_click_tracking_off_links_point_straight_at_their_address(make_serv
 
 
 def test_drip_mail_uses_the_marketing_sender_and_leaves_transactional_mail_first(make_services, database_url, clock):
-    from mailer import create_app
+    from mailer.web import create_app
     from conftest import Visitor
 
     services = make_services(database_url, MAILER_MARKETING_FROM="Trainingsbureau <nieuws@example.nl>")
@@ -176,7 +175,7 @@ def test_drip_mail_uses_the_marketing_sender_and_leaves_transactional_mail_first
     queue_second_step(services, clock)
     visitor.sign_up("nieuw@example.nl")  # a confirmation, queued after the drip mail
     transport = MemoryTransport()
-    Sender(services, transport, worker="test").dispatch(limit=1)
+    services.sender(transport, worker="test").dispatch(limit=1)
     assert [m["Subject"] for m in transport.parsed()] == ["Bevestig je aanvraag voor de mini guide"]
 
 
@@ -205,13 +204,13 @@ def test_signing_up_again_after_unsubscribing_restarts_the_sequence_where_it_sto
 
 
 def test_a_mailbox_refused_on_a_drip_mail_stops_the_sequence(make_services, database_url, clock, smtp_server):
-    from mailer import create_app
+    from mailer.web import create_app
     from conftest import Visitor
 
     services = make_services(database_url, MAILER_MAIL_URL=smtp_server.url)
     client = create_app(services=services).test_client()
     Visitor(client, clock).sign_up("weg@gemeente.nl", marketing=True)
-    relay = lambda: Sender(services, services.transport(), worker="test").dispatch_all()  # noqa: E731
+    relay = lambda: services.sender(services.transport(), worker="test").dispatch_all()  # noqa: E731
     relay()
     confirm(client, message_from_bytes(smtp_server.messages[0].content, policy=policy.default))
     relay()

@@ -26,7 +26,7 @@ import pytest
 from sqlalchemy import create_engine, func, insert, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from mailer.models import DeliveryAttempt, Lead, Outbox
+from mailer.store.tables import DeliveryAttempt, Lead, Outbox
 
 from conftest import POSTGRES_URL, make_env, unavailable
 from smtp_faults import FaultySMTPServer

@@ -8,50 +8,7 @@ from pathlib import Path
 
 import click
 
-from .clock import utcnow
-
-
-def _services():
-    from .cli import _services as build
-
-    return build()
-
-
-def _step(services, name: str):
-    """STEP as `key` (when only one sequence has it) or `sequence/key`."""
-    sequences = services.content.sequences
-    slug, _, key = name.rpartition("/")
-    found = [(s, s.step(key)) for s in sequences.values() if (not slug or s.slug == slug) and s.step(key)]
-    if len(found) != 1:
-        known = ", ".join(f"{s.slug}/{step.key}" for s in sequences.values() for step in s.steps)
-        problem = "names steps in several sequences; write SEQUENCE/STEP" if found else "is not a step"
-        raise click.BadParameter(f"{name!r} {problem}. Steps: {known or 'none (no sequences)'}", param_hint="STEP")
-    return found[0]
-
-
-def _now(value: str | None):
-    from .cli import _parse_time
-
-    return _parse_time(value) if value else utcnow()
-
-
-def _lead(session, email: str | None):
-    from .privacy import find_lead
-
-    if email is None:
-        return None
-    lead = find_lead(session, email)
-    if lead is None:
-        raise click.ClickException(f"no lead with the address {email}")
-    return lead
-
-
-def _recipient(lead):
-    """Who a rendered or test mail is addressed as. Its links always name no lead: a test
-    mailbox's one-click unsubscribe (or a shared file) must not unsubscribe a real lead."""
-    from .rendering import Recipient
-
-    return Recipient(0, "voorbeeld@example.nl", lead.first_name if lead else "Voorbeeld")
+from mailer.cli.common import parse_time, services
 
 
 @click.group(help="Drip sequences: what a change to a sequence file will do, and what a lead will get.")
@@ -62,14 +19,14 @@ def drip() -> None:
 @drip.command("plan", help="Compare the sequence files with the enrollments in the database and show what "
                            "a change will do once the service restarts with it.\n\nExample: mailer drip plan")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--now", "now", default=None, help="ISO 8601 time to plan as of (default: the current time).")
-def drip_plan(as_json: bool, now: str | None) -> None:
-    from .drip_admin import plan
+@click.option("--now", "now", default=None, callback=parse_time,
+              help="ISO 8601 time to plan as of (default: the current time).")
+def drip_plan(as_json: bool, now) -> None:
+    from mailer.drip.plan import plan_sequences
 
-    services = _services()
-    window, now = services.settings.drip_window, _now(now)
-    with services.db.read_only() as session:
-        plans = plan(session, services.content, window, now)
+    built = services(check=False)
+    window = built.settings.drip_window
+    plans = plan_sequences(built.db, built.content, window, now)
     if as_json:
         click.echo(json.dumps([{
             "sequence": p.sequence, "state": p.state, "active_enrollments": p.active,
@@ -111,24 +68,19 @@ def _change_line(c, window) -> str:
 @click.option("--lead", "email", help="A lead's address (default: someone who confirms now).")
 @click.option("--days", default=60, show_default=True, type=click.IntRange(1, 3650), help="How far ahead.")
 @click.option("--sequence", "slug", help="The sequence (default: the one of the lead's, or the default, magnet).")
-@click.option("--now", "now", default=None, help="ISO 8601 time to look from (default: the current time).")
-def drip_preview(email: str | None, days: int, slug: str | None, now: str | None) -> None:
-    from .drip_admin import preview
+@click.option("--now", "now", default=None, callback=parse_time,
+              help="ISO 8601 time to look from (default: the current time).")
+def drip_preview(email: str | None, days: int, slug: str | None, now) -> None:
+    from mailer.drip.plan import preview_timeline
 
-    services = _services()
-    settings = services.settings
-    with services.db.read_only() as session:
-        lead = _lead(session, email)
-        magnet = lead.magnet if lead else services.content.default_magnet.slug
-        sequence = services.content.sequences.get(slug) if slug else services.content.sequence_for(magnet)
-        if sequence is None:
-            raise click.ClickException(f"no sequence {slug!r}" if slug else f"magnet {magnet!r} has no sequence")
-        view = preview(session, sequence, settings.drip_window,
-                       timedelta(hours=settings.drip_min_gap_hours), _now(now), days, lead)
-    click.echo(f"{sequence.slug} for {view.who}: {view.status} (window {settings.drip_window.spec}, "
-               f"{settings.drip_window.zone.key})")
+    built = services(check=False)
+    settings = built.settings
+    window = settings.drip_window
+    view = preview_timeline(built.db, built.content, window, timedelta(hours=settings.drip_min_gap_hours), now,
+                            days, email=email, slug=slug)
+    click.echo(f"{view.sequence.slug} for {view.who}: {view.status} (window {window.spec}, {window.zone.key})")
     for mail in view.mails:
-        when = settings.drip_window.describe(mail.at) if mail.at else "-" * 24
+        when = window.describe(mail.at) if mail.at else "-" * 24
         click.echo(f"  {when:<26} day {mail.day:<4g} {mail.step.key:<28} {mail.note:<22} {mail.step.subject}")
     if not view.mails:
         click.echo("  no mails in this period")
@@ -140,11 +92,10 @@ def drip_preview(email: str | None, days: int, slug: str | None, now: str | None
 @click.option("--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--lead", "email", help="Use this lead's name (links never name a real lead).")
 def drip_render(step: str, output: Path, email: str | None) -> None:
-    services = _services()
-    sequence, found = _step(services, step)
-    with services.db.read_only() as session:
-        recipient = _recipient(_lead(session, email))
-    mail = services.renderer.render_step(sequence.slug, found.key, recipient)
+    from mailer.operator.sending import render_step
+
+    built = services()
+    mail = render_step(built.db, built.renderer, built.content, step, email)
     output.write_text(mail.text if output.suffix == ".txt" else mail.html, encoding="utf-8")
     click.echo(f"Subject: {mail.subject}")
     for name, value in mail.headers:
@@ -159,34 +110,13 @@ def drip_render(step: str, output: Path, email: str | None) -> None:
 @click.option("--to", "address", required=True, help="Where to send it.")
 @click.option("--lead", "email", help="Use this lead's name (links never name a real lead).")
 def send_test(step: str, address: str, email: str | None) -> None:
-    from email.utils import make_msgid
+    from mailer.errors import DeliveryError
+    from mailer.operator.sending import send_test as send
 
-    from email_validator import EmailNotValidError, validate_email
-
-    from .errors import DeliveryError
-    from .rendering import Recipient, RenderedMail, envelope_sender
-
+    built = services()
     try:
-        address = validate_email(address, check_deliverability=False).normalized
-    except EmailNotValidError as exc:
-        raise click.BadParameter(str(exc), param_hint="--to") from None
-    services = _services()
-    settings = services.settings
-    sequence, found = _step(services, step)
-    with services.db.read_only() as session:
-        shown = _recipient(_lead(session, email))
-    mail = services.renderer.render_step(sequence.slug, found.key, shown)
-    mail = RenderedMail(f"[TEST] {mail.subject}", mail.text, mail.html, mail.headers)
-    domain = envelope_sender(settings.marketing_from or settings.mail_from).rpartition("@")[2]
-    envelope = services.envelope(Recipient(shown.lead_id, address, shown.first_name), mail,
-                                 make_msgid(domain=domain), marketing=True)
-    transport = services.transport()
-    try:
-        transport.open()
-        transport.send_messages([envelope])
+        sent = send(built.db, built.composer, built.transport(), built.content, step, address, email)
     except DeliveryError as exc:
         raise click.ClickException(f"not sent: {exc}") from None
-    finally:
-        transport.close()
-    code, text = getattr(transport, "last_reply", None) or (250, "accepted")
-    click.echo(f"sent {sequence.slug}/{found.key} to {address}: {code} {text}")
+    code, text = sent.reply
+    click.echo(f"sent {sent.ref.sequence}/{sent.ref.step} to {sent.address}: {code} {text}")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from .errors import ContentError
+from mailer.errors import ContentError
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,98}$")
 
@@ -120,22 +120,25 @@ class Content:
         return next((s for s in self.sequences.values() if s.magnet == magnet), None)
 
 
-def load_content(root: Path) -> Content:
-    magnets_dir = root / "magnets"
+def load_content(roots: Path | list[Path]) -> Content:
+    """Load and check the content. With several roots (the operator's copy first, then the
+    shipped content) each file is taken from the first root that has it."""
+    layers = _Layers([roots] if isinstance(roots, Path) else list(roots))
     magnets = {}
-    for path in sorted(magnets_dir.glob("*.toml")):
-        magnet = _load_magnet(path)
+    for path in layers.glob("magnets"):
+        magnet = _load_magnet(path, layers)
         magnets[magnet.slug] = magnet
-    organisation = _load_organisation(root / "organisation.toml")
+    organisation_file = layers.find("organisation.toml")
+    organisation = _load_organisation(organisation_file)
     if not magnets:
-        raise ContentError(f"{magnets_dir}: no lead magnet (*.toml) found")
+        raise ContentError(f"{layers.first / 'magnets'}: no lead magnet (*.toml) found")
     if organisation.default_magnet not in magnets:
         raise ContentError(
-            f"{root / 'organisation.toml'}: default_magnet {organisation.default_magnet!r} "
+            f"{organisation_file}: default_magnet {organisation.default_magnet!r} "
             f"is not one of {', '.join(magnets)}"
         )
     sequences: dict[str, Sequence] = {}
-    for path in sorted((root / "sequences").glob("*.toml")):
+    for path in layers.glob("sequences"):
         sequence = _load_sequence(path, magnets)
         taken = next((s for s in sequences.values() if s.magnet == sequence.magnet), None)
         if taken:
@@ -143,6 +146,42 @@ def load_content(root: Path) -> Content:
                                "a magnet has one sequence")
         sequences[sequence.slug] = sequence
     return Content(organisation, magnets, sequences)
+
+
+class _Layers:
+    """Content folders in order of precedence: a file in an earlier one hides the same file
+    (by its path inside the folder) in a later one."""
+
+    def __init__(self, roots: list[Path]):
+        self.roots = roots
+        self.first = roots[0]
+
+    def find(self, relative: str | Path) -> Path:
+        """The first root's copy of a file, or the path it would have in the first root."""
+        for root in self.roots:
+            candidate = (root / relative).resolve()
+            if candidate.exists():
+                return candidate
+        return (self.first / relative).resolve()
+
+    def glob(self, folder: str) -> list[Path]:
+        """The *.toml files of `folder` across the roots, one per name, sorted by name."""
+        found: dict[str, Path] = {}
+        for root in self.roots:
+            for path in (root / folder).glob("*.toml"):
+                found.setdefault(path.name, path)
+        return [found[name] for name in sorted(found)]
+
+    def beside(self, path: Path, relative: str) -> Path:
+        """A file named relative to the folder of `path` (a magnet's PDF): from the first root
+        that has it at that place, so a copied magnet file can keep pointing at the shipped PDF."""
+        for root in self.roots:
+            try:
+                inside = path.parent.resolve().relative_to(root.resolve())
+            except ValueError:
+                continue
+            return self.find(inside / relative)
+        return (path.parent / relative).resolve()
 
 
 class _Fields:
@@ -201,12 +240,12 @@ def _read_toml(path: Path) -> dict:
         raise ContentError(f"{path}: not valid TOML: {exc}") from None
 
 
-def _load_magnet(path: Path) -> Magnet:
+def _load_magnet(path: Path, layers: _Layers) -> Magnet:
     fields = _Fields(path, _read_toml(path))
     slug = path.stem
     if not SLUG.match(slug):
         raise ContentError(f"{path}: the file name must be a slug (lowercase letters, digits, dashes)")
-    pdf = (path.parent / fields.text("file")).resolve()
+    pdf = layers.beside(path, fields.text("file"))
     if not pdf.is_file():
         raise fields.fail("file", f"points to {pdf}, which does not exist")
     with pdf.open("rb") as handle:

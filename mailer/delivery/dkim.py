@@ -6,7 +6,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import SettingsError
+from mailer.errors import SettingsError
 
 # Signed when present; From is required by RFC 6376, and RFC 8058 wants List-Unsubscribe and
 # List-Unsubscribe-Post covered, or receivers ignore the one-click header.

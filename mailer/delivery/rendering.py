@@ -23,10 +23,9 @@ import css_inline
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateError, select_autoescape
 from markupsafe import escape
 
-from .content import Content, Sequence, Step
-from .errors import ContentError
-from .links import Links
-from .models import MailKind
+from mailer.content.files import Content
+from mailer.delivery.kinds import KINDS, MailRef, Tools, UnknownMail
+from mailer.errors import ContentError
 
 
 @dataclass(frozen=True)
@@ -45,7 +44,7 @@ class Recipient:
 
 
 # Per-recipient values enter a mail as these markers: each template is rendered and its CSS
-# inlined once per (kind, magnet), and every message only swaps the markers for its values.
+# inlined once per mail (kind, magnet, step), and every message only swaps the markers for its values.
 # css-inline costs about as much as building the message, so this halves the per-mail work.
 NAME_MARK = "MAILERNAMEMARK"
 LINK_MARK = "https://mailer.invalid/LINKMARK"
@@ -59,107 +58,88 @@ class _Prepared:
     subject: str
     text: str  # with the markers
     html: str  # with the markers, CSS inlined
-    links: tuple[str, ...] = ()  # the named links a drip mail uses
+    links: tuple[str, ...] = ()  # the named links a marketing mail uses
 
 
 class MailRenderer:
-    def __init__(self, templates: Path, content: Content, links: Links, confirm_days: int,
+    """Renders every kind of mail by its entry in the kind table (mailer/delivery/kinds.py)."""
+
+    def __init__(self, template_dirs: list[Path], content: Content, links, confirm_days: int,
                  list_domain: str = "localhost", click_tracking: bool = True, one_click: bool = True):
         self.env = Environment(
-            loader=FileSystemLoader(templates / "mail"),
+            # The operator's copy first (MAILER_TEMPLATES_PATH), then the shipped templates.
+            loader=FileSystemLoader([directory / "mail" for directory in template_dirs]),
             autoescape=select_autoescape(["html"]),
             undefined=StrictUndefined,
             keep_trailing_newline=True,
         )
         self.content = content
-        self.links = links
+        self.links = links  # mailer.funnel.links.Links: absolute signed links
         self.confirm_days = confirm_days
         self.list_domain = list_domain
         self.click_tracking = click_tracking
         # RFC 8058: List-Unsubscribe-Post only beside an https List-Unsubscribe URL.
         self.one_click = one_click
         self.inliner = css_inline.CSSInliner(keep_style_tags=False)
-        self._prepared: dict[tuple[str, str], _Prepared] = {}
+        self._prepared: dict[MailRef, _Prepared] = {}
 
-    def render(self, kind: str, recipient: Recipient, magnet_slug: str) -> RenderedMail:
-        """Subject, text and HTML for one recipient; the name is HTML-escaped in the HTML part."""
-        prepared = self._prepared.get((kind, magnet_slug)) or self._prepare(kind, magnet_slug)
-        make_link = self.links.confirm if kind == MailKind.CONFIRM else self.links.download
-        link = make_link(recipient.lead_id, magnet_slug, recipient.email)
-        name = recipient.first_name or "daar"
-        text = prepared.text.replace(NAME_MARK, name).replace(LINK_MARK, link)
-        html = prepared.html.replace(NAME_MARK, str(escape(name))).replace(LINK_MARK, str(escape(link)))
-        return RenderedMail(prepared.subject, text, html)
-
-    def render_step(self, sequence_slug: str, step_key: str, recipient: Recipient) -> RenderedMail:
-        """One drip mail for one recipient: its tracked links (or the plain ones when click
-        tracking is off), a visible unsubscribe link, and the List-* headers of RFC 2369,
-        2919 and 8058. KeyError if the sequence or step is no longer in the content."""
-        sequence = self.content.sequences[sequence_slug]
-        step = sequence.step(step_key)
-        if step is None:
-            raise KeyError(f"step {step_key!r} is not in sequence {sequence_slug!r}")
-        prepared = self._prepared.get(("drip", f"{sequence_slug}/{step_key}")) or self._prepare_step(sequence, step)
-        lead_id, email, magnet = recipient.lead_id, recipient.email, sequence.magnet
-        unsubscribe = self.links.unsubscribe(lead_id, magnet, email)
-        values = {
-            LINK_MARK: self.links.download(lead_id, magnet, email),
-            UNSUBSCRIBE_MARK: unsubscribe,
-            **{
-                CLICK_MARK.format(name=name): self.links.click(lead_id, sequence_slug, step_key, name, email)
-                if self.click_tracking else self.content.organisation.links[name]
-                for name in prepared.links
-            },
-        }
+    def render(self, ref: MailRef, recipient: Recipient) -> RenderedMail:
+        """Subject, text, HTML and extra headers of one mail for one recipient; the name is
+        HTML-escaped in the HTML part. Marketing mail gets its tracked links (or the plain
+        ones when click tracking is off), a visible unsubscribe link and the List-* headers
+        of RFC 2369, 2919 and 8058. UnknownMail if the content no longer has this mail."""
+        prepared = self._prepared.get(ref) or self._prepare(ref)
+        kind = KINDS[ref.kind]
+        lead_id, email = recipient.lead_id, recipient.email
+        values = {LINK_MARK: getattr(self.links, kind.main_link)(lead_id, ref.magnet, email)}
+        headers: tuple[tuple[str, str], ...] = ()
+        if kind.marketing:
+            unsubscribe = self.links.unsubscribe(lead_id, ref.magnet, email)
+            values[UNSUBSCRIBE_MARK] = unsubscribe
+            for name in prepared.links:
+                values[CLICK_MARK.format(name=name)] = (
+                    self.links.click(lead_id, ref.sequence, ref.step, name, email) if self.click_tracking
+                    else self.content.organisation.links[name])
+            description, list_id = kind.list_id(self.content, ref)
+            headers = (
+                ("List-Id", _list_id(description, f"{list_id}.{self.list_domain}")),
+                ("List-Unsubscribe", f"<{unsubscribe}>"),
+                *((("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),) if self.one_click else ()),
+            )
         name = recipient.first_name or "daar"
         text, html = prepared.text.replace(NAME_MARK, name), prepared.html.replace(NAME_MARK, str(escape(name)))
         for mark, value in values.items():
             text, html = text.replace(mark, value), html.replace(mark, str(escape(value)))
-        headers = (
-            ("List-Id", _list_id(sequence.name, f"{sequence_slug}.{self.list_domain}")),
-            ("List-Unsubscribe", f"<{unsubscribe}>"),
-            *((("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),) if self.one_click else ()),
-        )
         return RenderedMail(prepared.subject, text, html, headers)
 
+    def knows(self, ref: MailRef) -> bool:
+        """Whether this process's content defines the mail (see UnknownMail). Any other problem
+        preparing it is not for this question: rendering raises it again, and the row fails alone."""
+        if ref in self._prepared:
+            return True
+        try:
+            self._prepare(ref)
+        except UnknownMail:
+            return False
+        except Exception:
+            return True
+        return True
+
     def check(self) -> None:
-        """Prepare every mail of every magnet and every drip step now, so a broken template
+        """Prepare every mail of every kind the content defines now, so a broken template
         stops the start-up with its name, instead of failing each mail later."""
-        for slug in self.content.magnets:
-            for kind in (MailKind.CONFIRM, MailKind.GUIDE):
+        for kind in KINDS.values():
+            for ref in kind.refs(self.content):
                 try:
-                    self._prepare(kind, slug)
+                    self._prepare(ref)
                 except (TemplateError, ValueError) as exc:
-                    raise ContentError(f"templates/mail/{kind}.html or .txt (magnet {slug}): {exc}") from None
-        for sequence in self.content.sequences.values():
-            for step in sequence.steps:
-                try:
-                    self._prepare_step(sequence, step)
-                except (TemplateError, ValueError) as exc:
-                    raise ContentError(f"templates/mail/drip/{step.template}.html or .txt (sequence "
-                                       f"{sequence.slug}, step {step.key}): {exc}") from None
+                    template = kind.words(self.content, ref, self._tools([])).template
+                    raise ContentError(f"templates/mail/{template}.html or .txt ({ref.describe()}): {exc}") from None
 
-    def _prepare(self, kind: str, magnet_slug: str) -> _Prepared:
-        magnet = self.content.magnets[magnet_slug]
-        if kind == MailKind.CONFIRM:
-            mail, days = magnet.confirm_mail, self.confirm_days
-        elif kind == MailKind.GUIDE:
-            mail, days = magnet.guide_mail, magnet.link_max_age_days
-        else:
-            raise ValueError(f"unknown mail kind {kind!r}")
-        context = {
-            "org": self.content.organisation, "magnet": magnet, "mail": mail, "subject": mail.subject,
-            "name": NAME_MARK, "link": LINK_MARK, "link_days": days,
-        }
-        prepared = self._render_pair(kind, context, mail.subject)
-        self._prepared[(kind, magnet_slug)] = prepared
-        return prepared
-
-    def _prepare_step(self, sequence: Sequence, step: Step) -> _Prepared:
+    def _tools(self, used: list[str]) -> Tools:
         named_links = self.content.organisation.links
-        used: list[str] = []
 
-        def link(name: str) -> str:
+        def named_link(name: str) -> str:
             if name not in named_links:
                 raise ValueError(f"link({name!r}) is not one of the [links] in organisation.toml "
                                  f"({', '.join(named_links) or 'none defined'})")
@@ -167,26 +147,25 @@ class MailRenderer:
                 used.append(name)
             return CLICK_MARK.format(name=name)
 
-        context = {
-            "org": self.content.organisation, "magnet": self.content.magnets[sequence.magnet],
-            "subject": step.subject, "name": NAME_MARK, "guide_link": LINK_MARK,
-            "unsubscribe": UNSUBSCRIBE_MARK, "link": link,
-        }
-        prepared = self._render_pair(f"drip/{step.template}", context, step.subject)
-        if UNSUBSCRIBE_MARK not in prepared.html or UNSUBSCRIBE_MARK not in prepared.text:
-            raise ValueError("no unsubscribe link in both parts: extend drip/_layout.html and drip/_layout.txt")
-        prepared = _Prepared(prepared.subject, prepared.text, prepared.html, tuple(used))
-        self._prepared[("drip", f"{sequence.slug}/{step.key}")] = prepared
-        return prepared
+        return Tools(self.confirm_days, named_link, LINK_MARK, UNSUBSCRIBE_MARK)
 
-    def _render_pair(self, name: str, context: dict, subject: str) -> _Prepared:
-        rendered = self.env.get_template(f"{name}.html").render(context)
+    def _prepare(self, ref: MailRef) -> _Prepared:
+        kind = KINDS[ref.kind]
+        used: list[str] = []
+        words = kind.words(self.content, ref, self._tools(used))
+        context = {"org": self.content.organisation, "subject": words.subject, "name": NAME_MARK, **words.context}
+        rendered = self.env.get_template(f"{words.template}.html").render(context)
         html = self.inliner.inline(rendered)
-        text = _tidy_text(self.env.get_template(f"{name}.txt").render(context))
+        text = _tidy_text(self.env.get_template(f"{words.template}.txt").render(context))
         for mark in {NAME_MARK, *MARKS.findall(rendered)}:  # css-inline must leave every marker as it was
             if html.count(mark) != rendered.count(mark):
-                raise ValueError(f"template {name}.html: a placeholder changed while its CSS was inlined")
-        return _Prepared(subject, text, html)
+                raise ValueError(f"template {words.template}.html: a placeholder changed while its CSS was inlined")
+        if kind.marketing and (UNSUBSCRIBE_MARK not in html or UNSUBSCRIBE_MARK not in text):
+            raise ValueError("no unsubscribe link in both parts: extend the marketing layout "
+                             "(drip/_layout.html and drip/_layout.txt)")
+        prepared = _Prepared(words.subject, text, html, tuple(used))
+        self._prepared[ref] = prepared
+        return prepared
 
 
 def _tidy_text(text: str) -> str:

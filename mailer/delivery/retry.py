@@ -10,23 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from .errors import SettingsError
+from mailer.timing import RetryPolicy
 
 ENHANCED_STATUS = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
-DURATION = re.compile(r"^(\d+)([smhd])$")
-UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    delays: tuple[timedelta, ...]  # after attempt 1, 2, ...; the last one repeats
-    give_up_after: timedelta  # counted from when the mail was queued
-
-
-# Transactional mail (confirmation, guide) is awaited by a person: retry soon, give up in two
-# days. Marketing mail can wait: retry gently, so a struggling relay is not pushed harder.
-TRANSACTIONAL = "30s,2m,10m,30m,1h/2d"
-MARKETING = "5m,30m,2h,6h/3d"
 
 
 class Blame(StrEnum):
@@ -76,23 +62,3 @@ def _blame(text: str) -> Blame | None:
     if subject == "7":
         return Blame.SENDER
     return None
-
-
-def parse_policy(variable: str, value: str) -> RetryPolicy:
-    """'30s,2m,10m/2d' -> delays 30 s, 2 min, 10 min (repeating), give up after 2 days."""
-    delays_text, _, give_up_text = value.partition("/")
-    try:
-        delays = tuple(_duration(part) for part in delays_text.split(","))
-        give_up = _duration(give_up_text)
-    except ValueError:
-        raise SettingsError(
-            f"{variable} must look like '30s,2m,10m,1h/2d' (delays, then the give-up age), got {value!r}"
-        ) from None
-    return RetryPolicy(delays, give_up)
-
-
-def _duration(text: str) -> timedelta:
-    match = DURATION.match(text.strip())
-    if not match or int(match.group(1)) == 0:
-        raise ValueError(text)
-    return timedelta(**{UNITS[match.group(2)]: int(match.group(1))})

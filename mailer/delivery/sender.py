@@ -1,4 +1,4 @@
-"""The transactional outbox: enqueue in the caller's transaction; dispatch from a worker.
+"""The sender: dispatch the outbox from a worker (mailer/delivery/enqueue.py puts mail in).
 
 A request only ever writes a row. The sender claims due rows with a lease, hands each
 message to the transport and records the server's answer at once, one transaction per
@@ -14,36 +14,29 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email.utils import make_msgid
 from typing import Callable, TypeVar
 
 from sqlalchemy import Connection, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from . import queries, retry
-from .errors import DeliveryError
-from .models import (
-    MARKETING_PRIORITY, TRANSACTIONAL_PRIORITY, Lead, MailKind, Outbox, OutboxStatus,
-)
-from .rendering import Recipient
-from .transports import Transport
+from mailer.delivery import retry
+from mailer.delivery.composer import Composer
+from mailer.delivery.kinds import KINDS, MailRef
+from mailer.delivery.rendering import Recipient
+from mailer.delivery.transports import Transport
+from mailer.errors import DeliveryError
+from mailer.store import queries
+from mailer.store.database import Database
+from mailer.store.tables import Lead, Outbox, OutboxStatus
+from mailer.timing import RetryPolicy, SendWindow
 
-log = logging.getLogger("mailer.outbox")
+log = logging.getLogger("mailer.delivery")
 T = TypeVar("T")
 
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def enqueue(session: Session, *, kind: str, lead_id: int, recipient: str, magnet: str, now: datetime,
-            domain: str) -> None:
-    """Add one mail for a lead to the outbox, inside the caller's transaction."""
-    queries.insert_outbox(
-        session, kind=kind, lead_id=lead_id, recipient=recipient, magnet=magnet,
-        message_id=make_msgid(domain=domain), priority=TRANSACTIONAL_PRIORITY, now=now,
-    )
 
 
 @dataclass
@@ -78,20 +71,28 @@ class DispatchReport:
 @dataclass(frozen=True)
 class _Work:
     id: int
-    kind: str
-    magnet: str
+    ref: MailRef
     message_id: str
-    priority: int
     attempts: int
     unknown_outcomes: int
     queued_at: datetime
     recipient: Recipient
-    sequence: str | None = None  # a drip mail's sequence and step
-    step: str | None = None
 
     @property
     def marketing(self) -> bool:
-        return self.priority >= MARKETING_PRIORITY
+        return KINDS[self.ref.kind].marketing
+
+
+@dataclass(frozen=True)
+class SenderConfig:
+    """What a sender needs to know from the settings (built by the composition root)."""
+
+    lease: timedelta  # MAILER_LEASE_SECONDS
+    batch_size: int  # MAILER_SEND_BATCH_SIZE
+    window: SendWindow  # marketing mail is claimed only while it is open
+    retry: dict[str, RetryPolicy]  # by a kind's retry policy name
+    lifetimes: dict[str, timedelta]  # kind -> the age after which its mail is cancelled, not sent
+    log_mail: bool = False  # log each mail's plain text (the embedded default)
 
 
 # How long a sender leaves the relay alone after it could not connect (or log in) at all.
@@ -105,14 +106,19 @@ RECORD_RETRY_DELAYS = (0.5, 1, 2, 4, 8, 15, 30)
 class Sender:
     """Delivers due outbox rows through one transport; safe to run in several processes."""
 
-    def __init__(self, services, transport: Transport, worker: str | None = None, throttle=None):
-        self.services = services
+    def __init__(self, db: Database, transport: Transport, composer: Composer, clock, config: SenderConfig,
+                 worker: str | None = None, throttle=None):
+        self.db = db
         self.transport = transport
+        self.composer = composer
+        self.clock = clock
+        self.config = config
+        self.lease = config.lease
         self.worker = worker or worker_name()
         self.throttle = throttle  # a SendThrottle shared by the senders, or None: no rate limit
         self._stopping = threading.Event()
-        self._lease_renewed_at = services.clock.now()
-        self._relay_unavailable_until = services.clock.now()
+        self._lease_renewed_at = clock.now()
+        self._relay_unavailable_until = clock.now()
         self._marketing_paused = False  # set for the rest of a batch by a 5.7.x refusal
         self._connection: Connection | None = None
 
@@ -120,24 +126,19 @@ class Sender:
         """Finish the message in flight, give the rest of the claim back, claim nothing more."""
         self._stopping.set()
 
-    @property
-    def lease(self) -> timedelta:
-        return timedelta(seconds=self.services.settings.lease_seconds)
-
     def dispatch(self, limit: int | None = None) -> DispatchReport:
         """Claim one batch of due rows and deliver it; return what happened."""
         report = DispatchReport()
-        services = self.services
-        now = services.clock.now()
+        now = self.clock.now()
         if self._stopping.is_set() or now < self._relay_unavailable_until:
             return report
         self._marketing_paused = False  # the claim itself leaves paused marketing alone
-        with services.db.transaction() as session:
+        with self.db.transaction() as session:
             ids = queries.claim_due(
                 session, now=now, lease_until=now + self.lease, worker=self.worker,
-                limit=limit or services.settings.send_batch_size,
+                limit=limit or self.config.batch_size,
                 # Marketing mail goes out in the send window only, retries and backlogs too.
-                marketing=services.settings.drip_window.contains(now),
+                marketing=self.config.window.contains(now),
             )
             work = self._load(session, ids) if ids else []
         self._lease_renewed_at = now
@@ -193,23 +194,21 @@ class Sender:
         )
         return [
             _Work(
-                id=row.id, kind=row.kind, magnet=row.magnet, message_id=row.message_id, priority=row.priority,
+                id=row.id, ref=MailRef(row.kind, row.magnet, row.sequence, row.step), message_id=row.message_id,
                 attempts=row.attempts, unknown_outcomes=row.unknown_outcomes, queued_at=row.queued_at,
-                recipient=Recipient(row.lead_id, row.recipient, first_name), sequence=row.sequence, step=row.step,
+                recipient=Recipient(row.lead_id, row.recipient, first_name),
             )
             for row, first_name in rows
         ]
 
     def _deliver(self, item: _Work, report: DispatchReport) -> None:
-        services = self.services
         expired = self._purpose_expired(item)
         if expired:
             self._record(item, OutboxStatus.CANCELLED, None, expired, report, attempted=False)
             return
-        if item.kind == MailKind.DRIP and not self._knows_step(item):
-            # Queued by a process with a newer sequence file (a rolling restart): leave it to one.
-            log.warning("outbox row %s: step %s/%s is not in this process's sequence file; released",
-                        item.id, item.sequence, item.step)
+        if not self.composer.knows(item.ref):
+            # Queued by a process with newer content (a rolling restart): leave it to one.
+            log.warning("outbox row %s: %s is not in this process's content; released", item.id, item.ref.describe())
             self._release([item], report)
             return
         if item.marketing and not self._write(
@@ -218,12 +217,8 @@ class Sender:
             report.count(OutboxStatus.CANCELLED, item.recipient.email, None, "cancelled before sending")
             return
         try:
-            if item.kind == MailKind.DRIP:
-                mail = services.renderer.render_step(item.sequence, item.step, item.recipient)
-            else:
-                mail = services.renderer.render(item.kind, item.recipient, item.magnet)
-            self.transport.send_messages([services.envelope(item.recipient, mail, item.message_id,
-                                                            marketing=item.marketing)])
+            envelope, mail = self.composer.compose(item.ref, item.recipient, item.message_id)
+            self.transport.send_messages([envelope])
         except DeliveryError as exc:
             self._record_failure(item, exc, report)
             return
@@ -231,17 +226,16 @@ class Sender:
             log.exception("outbox row %s cannot be sent", item.id)
             self._record(item, OutboxStatus.FAILED, None, f"{type(exc).__name__}: {exc}", report)
             return
-        # The relay's own words (its queue id, usually) where the transport has them.
-        code, text = getattr(self.transport, "last_reply", None) or (250, "accepted")
+        code, text = self.transport.last_reply  # the relay's own words: its queue id, usually
         self._record(item, OutboxStatus.SENT, code, text, report)
-        if services.settings.log_mail:
+        if self.config.log_mail:
             log.info("mail to %s: %s\n\n%s", item.recipient.email, mail.subject, mail.text)
 
     def _keep_claim(self, work: list[_Work], position: int) -> set[int]:
         """Renew the lease on the rest of the batch (from `position`) once a quarter lease has
         passed; return the ids that are no longer ours (our lease ran out and another worker
         took them): those are skipped, so only a message already in flight can go out twice."""
-        now = self.services.clock.now()
+        now = self.clock.now()
         if now - self._lease_renewed_at <= self.lease / 4:
             return set()
         ids = [item.id for item in work[position:]]
@@ -269,24 +263,16 @@ class Sender:
     def _purpose_expired(self, item: _Work) -> str:
         """Why this mail should no longer go out, or "": a confirmation that arrives after its
         link would have expired only confuses (the visitor can ask again)."""
-        max_age = timedelta(days=self.services.settings.confirm_max_age_days)
-        if item.kind == MailKind.CONFIRM and self.services.clock.now() - item.queued_at > max_age:
-            return f"not sent: a confirmation older than its link's {max_age.days} days"
+        max_age = self.config.lifetimes.get(item.ref.kind)
+        if max_age is not None and self.clock.now() - item.queued_at > max_age:
+            return f"not sent: a {item.ref.kind} mail older than its link's {max_age.days} days"
         return ""
 
-    def _knows_step(self, item: _Work) -> bool:
-        """Whether this process's content has the row's step. A removed step's rows were
-        cancelled when the change was applied (drip.Drip.apply_changes), so an unknown step
-        comes from a newer file than ours."""
-        sequence = self.services.content.sequences.get(item.sequence)
-        return sequence is not None and sequence.step(item.step) is not None
-
     def _record_failure(self, item: _Work, exc: DeliveryError, report: DispatchReport) -> None:
-        settings = self.services.settings
-        policy = settings.retry_marketing if item.marketing else settings.retry_transactional
+        policy = self.config.retry[KINDS[item.ref.kind].retry]
         decision = retry.decide(
             exc.code, exc.text, attempts=item.attempts + 1, unknown_before=item.unknown_outcomes,
-            unknown=exc.unknown, queued_at=item.queued_at, now=self.services.clock.now(), policy=policy,
+            unknown=exc.unknown, queued_at=item.queued_at, now=self.clock.now(), policy=policy,
         )
         status = OutboxStatus.FAILED if decision.gives_up else OutboxStatus.DEFERRED
         reply = f"{exc.text} ({decision.reason})" if decision.reason else exc.text
@@ -302,7 +288,7 @@ class Sender:
         The outcome is written only while the row is still ours: if our lease ran out and
         another worker claimed the row, its result stands and ours is kept as an attempt.
         """
-        now = self.services.clock.now()
+        now = self.clock.now()
 
         def write(db: Connection) -> None:
             queries.record_result(
@@ -340,7 +326,7 @@ class Sender:
             try:
                 connection = self._bookkeeping()
                 if atomic and connection.dialect.name == "postgresql":
-                    with self.services.db.engine.begin() as transaction:
+                    with self.db.engine.begin() as transaction:
                         return write(transaction)
                 with connection.begin():  # on SQLite: BEGIN IMMEDIATE ... COMMIT
                     return write(connection)
@@ -364,7 +350,7 @@ class Sender:
         isolation level restored, before the connection goes back to the pool.
         """
         if self._connection is None:
-            connection = self.services.db.engine.connect()
+            connection = self.db.engine.connect()
             try:
                 if connection.dialect.name == "postgresql":
                     connection = connection.execution_options(isolation_level="AUTOCOMMIT")

@@ -20,10 +20,11 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from . import queries
-from .content import Content, Sequence, Step
-from .models import NOT_STARTED, LeadStatus
-from .window import SendWindow
+from mailer.delivery.enqueue import drip_mail
+from mailer.store import queries
+from mailer.content.files import Content, Sequence, Step
+from mailer.store.tables import NOT_STARTED, LeadStatus
+from mailer.timing import SendWindow
 
 log = logging.getLogger("mailer.drip")
 
@@ -161,7 +162,7 @@ class Drip:
             )
             report.skipped += len(move.skipped)
             if move.step is not None:
-                mails.append(queries.drip_mail(row.lead_id, row.email, sequence.magnet, sequence.slug,
+                mails.append(drip_mail(row.lead_id, row.email, sequence.magnet, sequence.slug,
                                                move.step.key, now, self.mail_domain))
                 report.enqueued += 1
             else:

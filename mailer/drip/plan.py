@@ -9,10 +9,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, case, exists, func, select
 from sqlalchemy.orm import Session
 
-from .content import Content, Sequence, Step
-from .drip import Facts, timeline
-from .models import Click, Download, Enrollment, EnrollmentStatus, Lead, MailKind, Outbox, SequenceState
-from .window import SendWindow
+from mailer.content.files import Content, Sequence, Step
+from mailer.drip.job import Facts, timeline
+from mailer.errors import MailerError, UnknownLead
+from mailer.store import queries
+from mailer.store.database import Database
+from mailer.store.tables import Click, Download, Enrollment, EnrollmentStatus, Lead, MailKind, Outbox, SequenceState
+from mailer.timing import SendWindow
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,34 @@ class SequencePlan:
     state: str  # new (never run), unchanged, changed
     active: int
     changes: list[StepChange] = field(default_factory=list)
+
+
+class NoSequence(MailerError):
+    pass
+
+
+def plan_sequences(db: Database, content: Content, window: SendWindow, now: datetime) -> list[SequencePlan]:
+    """`mailer drip plan`: what each changed sequence file will do (see `plan`)."""
+    with db.read_only() as session:
+        return plan(session, content, window, now)
+
+
+def preview_timeline(db: Database, content: Content, window: SendWindow, gap: timedelta, now: datetime, days: int,
+                     email: str | None = None, slug: str | None = None) -> Preview:
+    """`mailer drip preview`: the timeline of the lead with this address (UnknownLead if there
+    is none), or of someone who confirms now; in sequence `slug`, by default the one of the
+    lead's magnet (or the default magnet). NoSequence if there is none."""
+    with db.read_only() as session:
+        lead = None
+        if email is not None:
+            lead = queries.find_lead(session, email)
+            if lead is None:
+                raise UnknownLead(email)
+        magnet = lead.magnet if lead else content.default_magnet.slug
+        sequence = content.sequences.get(slug) if slug else content.sequence_for(magnet)
+        if sequence is None:
+            raise NoSequence(f"no sequence {slug!r}" if slug else f"magnet {magnet!r} has no sequence")
+        return preview(session, sequence, window, gap, now, days, lead)
 
 
 def plan(session: Session, content: Content, window: SendWindow, now: datetime) -> list[SequencePlan]:

@@ -11,15 +11,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import queries
-from .content import Notice
-from .errors import InvalidLink
-from .models import ConsentEvent, ConsentNotice, Download, Lead, LeadStatus, MailKind
-from .outbox import enqueue
-from .tokens import LeadLink, fingerprint
+from mailer.store import queries
+from mailer.content.files import Notice
+from mailer.errors import InvalidLink
+from mailer.store.tables import ConsentEvent, ConsentKind, Download, Lead, LeadStatus, MailKind
+from mailer.delivery.enqueue import enqueue
+from mailer.funnel.tokens import LeadLink, fingerprint
 
 
 # Link timestamps have whole seconds; a lead's updated_at has microseconds.
@@ -65,12 +64,12 @@ class Funnel:
         if lead_id is not None:
             # A new address, the common case: three INSERTs and nothing else, because on
             # SQLite this runs under the database's one write lock.
-            self._event(session, lead_id, "signup", signup.magnet, signup.marketing, evidence, now)
+            self._event(session, lead_id, ConsentKind.SIGNUP, signup.magnet, signup.marketing, evidence, now)
             enqueue(session, kind=MailKind.CONFIRM, lead_id=lead_id, recipient=signup.email,
                     magnet=signup.magnet, now=now, domain=self.mail_domain)
             return
-        lead = self._find(session, signup.email)
-        self._event(session, lead.id, "signup", signup.magnet, signup.marketing, evidence, now)
+        lead = queries.find_lead(session, signup.email)
+        self._event(session, lead.id, ConsentKind.SIGNUP, signup.magnet, signup.marketing, evidence, now)
         if lead.status != LeadStatus.CONFIRMED:
             lead.first_name = signup.first_name or lead.first_name
             lead.updated_at = now
@@ -78,7 +77,7 @@ class Funnel:
 
     def request_link(self, session: Session, magnet: str, email: str, now: datetime) -> None:
         """A fresh link for someone whose link expired: the guide if confirmed, else the confirmation."""
-        lead = self._find(session, email)
+        lead = queries.find_lead(session, email)
         if lead is not None:
             if lead.status == LeadStatus.PENDING:
                 lead.updated_at = now  # a fresh confirmation link: not purged before it expires
@@ -99,7 +98,7 @@ class Funnel:
             raise InvalidLink("superseded", magnet=link.magnet)
         latest = session.scalar(
             select(ConsentEvent)
-            .where(ConsentEvent.lead_id == lead.id, ConsentEvent.kind == "signup")
+            .where(ConsentEvent.lead_id == lead.id, ConsentEvent.kind == ConsentKind.SIGNUP)
             .order_by(ConsentEvent.id.desc())
             .limit(1)
         )
@@ -108,7 +107,7 @@ class Funnel:
         lead.confirmed_at = now
         lead.updated_at = now
         lead.marketing_consent = marketing
-        self._event(session, lead.id, "confirm", link.magnet, marketing, evidence, now)
+        self._event(session, lead.id, ConsentKind.CONFIRM, link.magnet, marketing, evidence, now)
         self._mail(session, lead, MailKind.GUIDE, link.magnet, now)
         if marketing and self.drip is not None:
             self.drip.enroll(session, lead.id, link.magnet, now)
@@ -131,7 +130,7 @@ class Funnel:
         lead.marketing_consent = False
         lead.updated_at = now
         queries.stop_marketing(session, lead_id=lead.id, reason="not sent: the lead unsubscribed", now=now)
-        self._event(session, lead.id, "unsubscribe", magnet, False, evidence, now)
+        self._event(session, lead.id, ConsentKind.UNSUBSCRIBE, magnet, False, evidence, now)
         return True
 
     def record_download(self, session: Session, link: LeadLink, now: datetime) -> Lead:
@@ -149,10 +148,6 @@ class Funnel:
             raise InvalidLink("unknown", magnet=link.magnet)
         return lead
 
-    @staticmethod
-    def _find(session: Session, email: str) -> Lead | None:
-        return session.scalar(select(Lead).where(Lead.email == email))
-
     def _resend(self, session: Session, lead: Lead, magnet: str, now: datetime) -> None:
         if lead.status == LeadStatus.CONFIRMED:
             self._mail(session, lead, MailKind.GUIDE, magnet, now)
@@ -169,9 +164,10 @@ class Funnel:
         enqueue(session, kind=kind, lead_id=lead.id, recipient=lead.email, magnet=magnet, now=now,
                 domain=self.mail_domain)
 
-    def _event(self, session, lead_id: int, kind: str, magnet: str, marketing: bool, evidence: Evidence, now) -> None:
+    def _event(self, session: Session, lead_id: int, kind: ConsentKind, magnet: str, marketing: bool,
+               evidence: Evidence, now: datetime) -> None:
         queries.insert_consent_event(
-            session, lead_id=lead_id, kind=kind, now=now, magnet=magnet, marketing=marketing,
+            session, lead_id=lead_id, kind=kind.value, now=now, magnet=magnet, marketing=marketing,
             ip=evidence.ip, user_agent=(evidence.user_agent or "")[:400] or None, form=evidence.form,
             notice_id=self._notice_id(session, now),
         )
@@ -182,17 +178,10 @@ class Funnel:
         Only an id found by a query is cached: a row this transaction inserts is gone again
         if the transaction rolls back, and a cached id would then point at nothing.
         """
-        if self._notice_row_id is not None:
-            return self._notice_row_id
-        notice = self.notice
-        found = session.scalar(select(ConsentNotice.id).where(ConsentNotice.sha256 == notice.sha256))
-        if found is not None:
+        if self._notice_row_id is None:
+            notice = self.notice
+            found, inserted = queries.notice_id(session, version=notice.version, text=notice.full_text, now=now)
+            if inserted:
+                return found
             self._notice_row_id = found
-            return found
-        row = ConsentNotice(version=notice.version, sha256=notice.sha256, text=notice.full_text, created_at=now)
-        try:
-            with session.begin_nested():  # a savepoint: another process may store it at the same moment
-                session.add(row)
-        except IntegrityError:
-            return session.scalar(select(ConsentNotice.id).where(ConsentNotice.sha256 == notice.sha256))
-        return row.id
+        return self._notice_row_id

@@ -5,7 +5,7 @@ The views register their routes from the same prefixes, so the two cannot drift 
 
 from __future__ import annotations
 
-from .tokens import CONFIRM, DOWNLOAD, UNSUBSCRIBE, Signer
+from mailer.funnel.tokens import CONFIRM, DOWNLOAD, UNSUBSCRIBE, Signer
 
 CONFIRM_PREFIX = "/bevestig"
 DOWNLOAD_PREFIX = "/download"

@@ -12,7 +12,7 @@ from datetime import datetime
 
 from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
 
-from .errors import InvalidLink
+from mailer.errors import InvalidLink
 
 CONFIRM = "confirm"
 DOWNLOAD = "download"

@@ -9,14 +9,17 @@ deleted rows: they cannot appear.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO, Callable
 
 from sqlalchemy import text
 
-from .models import UTCDateTime
+from mailer.content.files import Content
+from mailer.errors import InvalidRequest
+from mailer.operator.figures import UnknownMagnet
+from mailer.store.database import Database
+from mailer.store.tables import UTCDateTime
 
 FIELDS = ("id", "email", "first_name", "status", "magnet", "marketing_consent", "signed_up_at", "confirmed_at")
 TIME_FIELDS = {"signed_up_at": "created_at", "confirmed_at": "confirmed_at"}
@@ -33,25 +36,26 @@ class Filters:
     since: datetime | None = None  # signed up at or after
     until: datetime | None = None  # signed up before
 
-    def sql(self, dialect) -> tuple[str, dict]:
-        """A WHERE condition with :named parameters, and their values as the dialect stores them."""
+    def sql(self, dialect, param: Callable[[str], str] = lambda name: f":{name}") -> tuple[str, dict]:
+        """A WHERE condition, and its parameters' values as the dialect stores them. `param`
+        writes a placeholder: :name for SQLAlchemy's text(), %(name)s for psycopg's COPY."""
         time = UTCDateTime().bind_processor(dialect)  # aware UTC -> what the column stores
         clauses, params = [], {}
         if self.statuses:
             names = [f"status_{n}" for n in range(len(self.statuses))]
-            clauses.append(f"status IN ({', '.join(':' + name for name in names)})")
+            clauses.append(f"status IN ({', '.join(param(name) for name in names)})")
             params.update(zip(names, self.statuses))
         if self.magnet:
-            clauses.append("magnet = :magnet")
+            clauses.append(f"magnet = {param('magnet')}")
             params["magnet"] = self.magnet
         if self.marketing_consent is not None:
-            clauses.append("marketing_consent = :consent")
+            clauses.append(f"marketing_consent = {param('consent')}")
             params["consent"] = self.marketing_consent
         if self.since:
-            clauses.append("created_at >= :since")
+            clauses.append(f"created_at >= {param('since')}")
             params["since"] = time(self.since)
         if self.until:
-            clauses.append("created_at < :until")
+            clauses.append(f"created_at < {param('until')}")
             params["until"] = time(self.until)
         return " AND ".join(clauses) or "1 = 1", params
 
@@ -76,6 +80,21 @@ class Format:
         return ("\ufeff" if self.excel else "") + self.separator.join(self.fields) + self.line_end
 
 
+def export_leads(db: Database, content: Content, filters: Filters, fmt: Format, out: BinaryIO,
+                 progress: Callable[[int, int], None] = lambda step, total: None) -> int:
+    """`mailer export`: check the request against the content, then stream the matching leads
+    in a read transaction (on SQLite, signups and workers go on meanwhile); return how many."""
+    if filters.magnet and filters.magnet not in content.magnets:
+        raise UnknownMagnet(filters.magnet, content.magnets)
+    unknown = [name for name in fmt.fields if name not in FIELDS]
+    if unknown or not fmt.fields:
+        raise InvalidRequest(f"unknown field(s) {', '.join(unknown)}; fields: {','.join(FIELDS)}", "--fields")
+    if fmt.excel and fmt.kind != "csv":
+        raise InvalidRequest("applies to CSV only", "--excel")
+    with db.engine.execution_options(mailer_read_only=True).connect() as connection:
+        return export(connection, filters, fmt, out, progress)
+
+
 def export(connection, filters: Filters, fmt: Format, out: BinaryIO,
            progress: Callable[[int, int], None] = lambda step, total: None) -> int:
     """Write the matching leads to `out`, oldest first; return how many. `progress` hears
@@ -86,7 +105,7 @@ def export(connection, filters: Filters, fmt: Format, out: BinaryIO,
     out.write(fmt.header().encode())
     if low is None:
         return 0
-    write_batch = _copy_batches(connection, fmt, where, params, out) if dialect.name == "postgresql" and \
+    write_batch = _copy_batches(connection, fmt, filters, out) if dialect.name == "postgresql" and \
         fmt.kind == "csv" else _text_batches(connection, fmt, where, params, out)
     count = 0
     for start in range(low - 1, high, BATCH_IDS):
@@ -95,14 +114,14 @@ def export(connection, filters: Filters, fmt: Format, out: BinaryIO,
     return count
 
 
-def _copy_batches(connection, fmt: Format, where: str, params: dict, out: BinaryIO):
+def _copy_batches(connection, fmt: Format, filters: Filters, out: BinaryIO):
     """PostgreSQL's own CSV writer (RFC 4180 quoting), streamed a range at a time. It ends
     lines with LF; they become CRLF here (no cell can hold a line break: names and addresses
     are cleaned of control characters before they are stored)."""
     cursor = connection.connection.driver_connection.cursor()
     cursor.execute("SET LOCAL DateStyle TO 'ISO, YMD'")  # timestamps print as 'YYYY-MM-DD HH:MM:SS'
     cells = ", ".join(_cell(name, "postgresql") for name in fmt.fields)
-    condition = re.sub(r":(\w+)", r"%(\1)s", where)  # psycopg's parameter style
+    condition, params = filters.sql(connection.dialect, lambda name: f"%({name})s")  # psycopg's style
     statement = (f"COPY (SELECT {cells} FROM leads WHERE id > %(low)s AND id <= %(high)s "
                  f"AND {condition} ORDER BY id) "
                  f"TO STDOUT WITH (FORMAT csv, DELIMITER '{fmt.separator}')")

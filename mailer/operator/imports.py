@@ -26,10 +26,13 @@ from datetime import datetime, timezone
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .content import Content
-from .forms import clean_name, normalise_email
-from .models import ConsentEvent, ConsentNotice, Lead, LeadStatus, Suppression
-from .privacy import address_hash
+from mailer.content.files import Content
+from mailer.funnel.addresses import clean_name, normalise_email
+from mailer.errors import MailerError
+from mailer.store import queries
+from mailer.store.database import Database
+from mailer.store.tables import ConsentEvent, ConsentKind, Lead, LeadStatus, Suppression
+from mailer.operator.people import address_hash
 
 COLUMNS = {"email", "first_name", "magnet", "marketing_consent", "signed_up_at",
            "consent_at", "consent_source", "consent_ip", "consent_text"}
@@ -54,6 +57,34 @@ class Row:
 class Checked:
     rows: list[Row]
     errors: list[str]  # "line N: what is wrong"
+
+    @property
+    def marketing(self) -> int:
+        return sum(row.marketing for row in self.rows)
+
+
+class ImportRefused(MailerError):
+    """The file has problems; nothing was imported. `errors` lists them by line."""
+
+    def __init__(self, checked: Checked):
+        super().__init__(f"{len(checked.errors)} problem(s); nothing imported")
+        self.errors = checked.errors
+
+
+def import_leads(db: Database, content: Content, data: bytes, source: str, keys: tuple[str, ...],
+                 now: datetime, dry_run: bool = False) -> Checked:
+    """Check every row of a CSV file (also against the leads and the erased addresses) and,
+    unless `dry_run`, import them all in one transaction. ImportRefused if any row has a
+    problem: then nothing is written. Returns what was (or, dry, would be) imported."""
+    checked = read(data, content, now)
+    with (db.read_only() if dry_run else db.transaction()) as session:
+        if checked.rows:
+            check_against_database(session, checked, keys)
+        if checked.errors:
+            raise ImportRefused(checked)
+        if not dry_run:
+            write(session, checked.rows, source, now)
+    return checked
 
 
 def read(data: bytes, content: Content, now: datetime) -> Checked:
@@ -130,7 +161,7 @@ def write(session: Session, rows: list[Row], source: str, now: datetime) -> None
         session.flush()
         notice_id = _notice(session, row.consent_text, notices, now) if row.consent_text else None
         session.add(ConsentEvent(
-            lead_id=lead.id, kind="import", at=row.consent_at or row.signed_up_at, magnet=row.magnet,
+            lead_id=lead.id, kind=ConsentKind.IMPORT.value, at=row.consent_at or row.signed_up_at, magnet=row.magnet,
             marketing_consent=row.marketing, ip=row.consent_ip, user_agent=None,
             form=row.consent_source or f"import:{source}"[:100], notice_id=notice_id,
         ))
@@ -175,13 +206,8 @@ def _time(values: dict[str, str], name: str) -> datetime | None:
 
 
 def _notice(session: Session, text: str, cache: dict[str, int], now: datetime) -> int:
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    if digest not in cache:
-        found = session.scalar(select(ConsentNotice.id).where(ConsentNotice.sha256 == digest))
-        if found is None:
-            notice = ConsentNotice(version=f"import-{digest[:8]}", sha256=digest, text=text, created_at=now)
-            session.add(notice)
-            session.flush()
-            found = notice.id
-        cache[digest] = found
-    return cache[digest]
+    """The stored notice for a consent text from the file (versioned by its hash)."""
+    if text not in cache:
+        version = "import-" + hashlib.sha256(text.encode()).hexdigest()[:8]
+        cache[text], _ = queries.notice_id(session, version=version, text=text, now=now)
+    return cache[text]

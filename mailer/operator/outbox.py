@@ -1,4 +1,8 @@
-"""What an operator does with the outbox: look, put failed mail back, cancel, resume marketing."""
+"""What an operator does with the outbox: look, put failed mail back, cancel, resume marketing.
+
+Each function opens its own transaction and returns plain data; the CLI and the dashboard
+only show it.
+"""
 
 from __future__ import annotations
 
@@ -6,33 +10,46 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
 
-from . import queries
-from .models import Lead, LeadStatus, Outbox, OutboxStatus, Pause
+from mailer.store import queries
+from mailer.store.database import Database
+from mailer.store.tables import Lead, LeadStatus, Outbox, OutboxStatus, Pause
 
 RETRYABLE = (OutboxStatus.FAILED, OutboxStatus.CANCELLED)  # cancelled ones only when named by id
 CANCELLABLE = (OutboxStatus.QUEUED, OutboxStatus.DEFERRED, OutboxStatus.FAILED)
+NEEDS_A_LOOK = (OutboxStatus.DEFERRED, OutboxStatus.FAILED)  # what `outbox list` shows by default
 
 
 @dataclass(frozen=True)
 class Overview:
-    counts: dict[str, int]
+    counts: dict[OutboxStatus, int]  # every status, zeros included, in the order of the enum
     marketing_paused: Pause | None
 
 
-def overview(session: Session) -> Overview:
-    return Overview(queries.outbox_counts(session), session.get(Pause, queries.MARKETING))
+@dataclass(frozen=True)
+class Changed:
+    """What a retry or cancel did: rows changed, and the ids asked for that could not be."""
+
+    count: int
+    refused: tuple[int, ...] = ()
 
 
-def rows(session: Session, statuses: list[str], limit: int) -> list[Outbox]:
+def overview(db: Database) -> Overview:
+    with db.read_only() as session:
+        found = queries.outbox_counts(session)
+        pause = session.get(Pause, queries.MARKETING)
+    return Overview({status: found.get(status, 0) for status in OutboxStatus}, pause)
+
+
+def rows(db: Database, statuses: tuple[OutboxStatus, ...] = NEEDS_A_LOOK, limit: int = 50) -> list[Outbox]:
     """The newest rows in these statuses, each with its last reply."""
-    return list(session.scalars(
-        select(Outbox).where(Outbox.status.in_(statuses)).order_by(Outbox.id.desc()).limit(limit)
-    ))
+    with db.read_only() as session:
+        return list(session.scalars(
+            select(Outbox).where(Outbox.status.in_(statuses)).order_by(Outbox.id.desc()).limit(limit)
+        ))
 
 
-def requeue(session: Session, ids: list[int] | None, now: datetime) -> int:
+def retry(db: Database, ids: list[int] | None, now: datetime) -> Changed:
     """Put rows back in the queue: the named failed or cancelled ones, or (`ids` None) every
     failed one. Never mail for an address proved undeliverable.
 
@@ -44,14 +61,26 @@ def requeue(session: Session, ids: list[int] | None, now: datetime) -> int:
     else:
         statement = update(Outbox).where(Outbox.status.in_(RETRYABLE), Outbox.id.in_(ids))
     undeliverable = select(Lead.id).where(Lead.status == LeadStatus.UNDELIVERABLE)
-    return session.execute(statement.where(Outbox.lead_id.not_in(undeliverable)).values(
-        status=OutboxStatus.QUEUED.value, queued_at=now, next_attempt_at=now,
-    )).rowcount
+    with db.transaction() as session:
+        changed = session.execute(
+            statement.where(Outbox.lead_id.not_in(undeliverable))
+            .values(status=OutboxStatus.QUEUED.value, queued_at=now, next_attempt_at=now)
+            .returning(Outbox.id)
+        ).scalars().all()
+    return Changed(len(changed), tuple(sorted(set(ids or ()) - set(changed))))
 
 
-def cancel(session: Session, ids: list[int], reason: str) -> int:
+def cancel(db: Database, ids: list[int], reason: str = "cancelled by an operator") -> Changed:
     """Cancel rows that have not gone out; a row being sent right now is left to finish."""
-    return session.execute(
-        update(Outbox).where(Outbox.id.in_(ids), Outbox.status.in_(CANCELLABLE))
-        .values(status=OutboxStatus.CANCELLED.value, last_error=reason)
-    ).rowcount
+    with db.transaction() as session:
+        changed = session.execute(
+            update(Outbox).where(Outbox.id.in_(ids), Outbox.status.in_(CANCELLABLE))
+            .values(status=OutboxStatus.CANCELLED.value, last_error=reason).returning(Outbox.id)
+        ).scalars().all()
+    return Changed(len(changed), tuple(sorted(set(ids) - set(changed))))
+
+
+def resume(db: Database) -> bool:
+    """Lift the marketing pause a relay's policy refusal (5.7.x) set; False if there was none."""
+    with db.transaction() as session:
+        return queries.resume_marketing(session)

@@ -10,19 +10,29 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections import Counter
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.orm import Session
 
-from .models import (
-    Click, ConsentEvent, ConsentNotice, DeliveryAttempt, Download, Enrollment, ErasedTally, Lead, LeadStatus,
-    MailKind, Outbox, OutboxStatus, Pause, Suppression,
+from mailer.errors import MailerError, UnknownLead
+from mailer.operator.figures import counts
+from mailer.store import queries
+from mailer.store.database import Database
+from mailer.store.queries import upsert
+from mailer.store.tables import (
+    Click, ConsentEvent, ConsentNotice, DeliveryAttempt, Download, Enrollment, ErasedTally, Lead, Outbox,
+    OutboxStatus, Pause, Suppression,
 )
-from .queries import upsert
 
 PURGE_BATCH = 500
+
+
+class BeingSent(MailerError):
+    """A mail to this person is in a worker's hands right now; erasing must wait for it."""
+
+    def __init__(self, email: str):
+        super().__init__(f"a mail to {email} is being sent right now; try again in a minute")
 
 
 def address_hash(key: str, email: str) -> str:
@@ -31,17 +41,37 @@ def address_hash(key: str, email: str) -> str:
     return hmac.new(key.encode(), email.encode(), hashlib.sha256).hexdigest()
 
 
-class BeingSent(Exception):
-    """A mail to this person is in a worker's hands right now; erasing must wait for it."""
+def the_lead(session: Session, email: str, lock: str | None = None) -> Lead:
+    """The lead with this address, or UnknownLead (see queries.find_lead for `lock`)."""
+    lead = queries.find_lead(session, email, lock=lock)
+    if lead is None:
+        raise UnknownLead(email)
+    return lead
 
 
-def find_lead(session: Session, email: str, lock: str | None = None) -> Lead | None:
-    """The lead with this address (compared as stored: lowercase). lock="change": like a
-    click (others may still add rows that point at it); lock="erase": nobody else may."""
-    statement = select(Lead).where(Lead.email == email.strip().lower())
-    if lock:
-        statement = statement.with_for_update(key_share=lock == "change")
-    return session.scalar(statement)
+def record(db: Database, email: str) -> dict:
+    """Everything held about the person with this address (`mailer lead show` and `export`)."""
+    with db.read_only() as session:
+        return lead_record(session, the_lead(session, email))
+
+
+def erase_person(db: Database, transport, email: str, key: str, now: datetime) -> int:
+    """Erase the person with this address (see `erase`), then the copies of their mails the
+    transport keeps (the embedded default's .eml files), through its own `discard`. Returns
+    how many kept copies were removed. UnknownLead, or BeingSent (nothing changed)."""
+    with db.transaction() as session:
+        message_ids = erase(session, the_lead(session, email, lock="erase"), key, now)
+    return transport.discard(message_ids)
+
+
+def unsubscribe_person(db: Database, funnel, email: str, via: str, now: datetime) -> bool:
+    """Unsubscribe someone who asked by phone, mail or letter; a consent event records the
+    operator and the channel ("operator:phone"). False if they were unsubscribed already."""
+    from mailer.funnel.actions import Evidence
+
+    with db.transaction() as session:
+        lead = the_lead(session, email, lock="change")
+        return funnel.unsubscribe_lead(session, lead, lead.magnet, Evidence(None, None, f"operator:{via}"), now)
 
 
 def lead_record(session: Session, lead: Lead) -> dict:
@@ -136,36 +166,13 @@ def _remove(session: Session, lead_ids: list[int]) -> None:
 
 
 def _tally(session: Session, lead_ids: list[int]) -> None:
-    """Add these leads' share of the funnel figures to erased_tallies (see mailer/stats.py)."""
-    counts: Counter = Counter()
-    leads = {row.id: row for row in session.execute(
-        select(Lead.id, Lead.magnet, Lead.created_at, Lead.confirmed_at, Lead.status).where(Lead.id.in_(lead_ids)))}
-    key = {i: (row.magnet, row.created_at.date().isoformat()) for i, row in leads.items()}
-    downloaded = set(session.scalars(select(Download.lead_id).where(Download.lead_id.in_(lead_ids))))
-    marketing = set(session.scalars(select(ConsentEvent.lead_id).where(
-        ConsentEvent.lead_id.in_(lead_ids), ConsentEvent.kind.in_(("confirm", "import")), ConsentEvent.marketing_consent)))
-    for lead_id, row in leads.items():
-        facts = {"signups": True, "confirmed": row.confirmed_at is not None, "downloaded": lead_id in downloaded,
-                 "marketing": lead_id in marketing, "unsubscribed": row.status == LeadStatus.UNSUBSCRIBED,
-                 "undeliverable": row.status == LeadStatus.UNDELIVERABLE}
-        for metric, holds in facts.items():
-            if holds:
-                counts[(*key[lead_id], metric)] += 1
-    for lead_id, sequence, step in session.execute(
-            select(Outbox.lead_id, Outbox.sequence, Outbox.step).where(
-                Outbox.lead_id.in_(lead_ids), Outbox.kind == MailKind.DRIP.value, Outbox.status == OutboxStatus.SENT)):
-        counts[(*key[lead_id], f"drip-sent:{sequence}/{step}")] += 1
-    for lead_id, sequence, step in session.execute(
-            select(Click.lead_id, Click.sequence, Click.step).where(Click.lead_id.in_(lead_ids)).distinct()):
-        counts[(*key[lead_id], f"clicked:{sequence}/{step}")] += 1
-    if not counts:
-        return
-    insert = upsert(session, ErasedTally)
-    session.execute(
-        insert.on_conflict_do_update(index_elements=["magnet", "day", "metric"],
-                                     set_={"count": ErasedTally.count + insert.excluded["count"]}),
-        [{"magnet": m, "day": d, "metric": metric, "count": n} for (m, d, metric), n in counts.items()],
-    )
+    """Add these leads' share of the funnel figures to erased_tallies (figures.counts defines them)."""
+    rows = [{"magnet": m, "day": d, "metric": metric, "count": n}
+            for (m, d, metric), n in counts(session, [Lead.id.in_(lead_ids)]).items() if n]
+    if rows:
+        insert = upsert(session, ErasedTally)
+        session.execute(insert.on_conflict_do_update(index_elements=["magnet", "day", "metric"],
+                                                     set_={"count": ErasedTally.count + insert.excluded["count"]}), rows)
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import datetime
 
 from email.utils import make_msgid
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy import Connection, bindparam, case, func, select, text, type_coerce, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from .models import (
-    MARKETING_PRIORITY, NOT_STARTED, Click, Download, Enrollment, EnrollmentStatus, Lead, LeadStatus,
+from mailer.store.tables import (
+    MARKETING_PRIORITY, NOT_STARTED, Click, ConsentNotice, Download, Enrollment, EnrollmentStatus, Lead, LeadStatus,
     MailKind, Outbox, OutboxStatus, Pause, SequenceState, UTCDateTime,
 )
 
@@ -119,6 +121,36 @@ def pause_marketing(db: Session | Connection, *, reason: str, now: datetime) -> 
     sql = _sql(db)
     _connection(db).exec_driver_sql(sql.insert_pause, {"scope": MARKETING, "reason": reason[:2000],
                                                         "now": sql.time(now)})
+
+
+def find_lead(session: Session, email: str, lock: str | None = None) -> Lead | None:
+    """The lead with this address (compared as stored: trimmed, lowercase). lock="change":
+    like a click (others may still add rows that point at it, FOR NO KEY UPDATE); lock="erase":
+    nobody else may (FOR UPDATE)."""
+    statement = select(Lead).where(Lead.email == email.strip().lower())
+    if lock:
+        statement = statement.with_for_update(key_share=lock == "change")
+    return session.scalar(statement)
+
+
+def notice_id(session: Session, *, version: str, text: str, now: datetime) -> tuple[int, bool]:
+    """The id of the stored consent notice with exactly this text, stored now if it is new;
+    and whether this transaction stored it (then the id lives only as long as the transaction).
+
+    A savepoint guards the insert: another process may store the same text at the same moment
+    (the hash is UNIQUE), and then its row is the one.
+    """
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    found = session.scalar(select(ConsentNotice.id).where(ConsentNotice.sha256 == digest))
+    if found is not None:
+        return found, False
+    row = ConsentNotice(version=version, sha256=digest, text=text, created_at=now)
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError:
+        return session.scalar(select(ConsentNotice.id).where(ConsentNotice.sha256 == digest)), False
+    return row.id, True
 
 
 def resume_marketing(session: Session) -> bool:
@@ -336,17 +368,6 @@ def leads_who_downloaded(session: Session, lead_ids: list[int]) -> set[tuple[int
 
 def leads_who_clicked(session: Session, lead_ids: list[int]) -> set[tuple[int, str]]:
     return set(session.execute(select(Click.lead_id, Click.sequence).where(Click.lead_id.in_(lead_ids))))
-
-
-def drip_mail(lead_id: int, email: str, magnet: str, sequence: str, step: str, now: datetime, domain: str) -> dict:
-    """One outbox row for a drip step; its key makes a second insert for the same step a no-op."""
-    return {
-        "kind": MailKind.DRIP.value, "lead_id": lead_id, "recipient": email, "magnet": magnet,
-        "sequence": sequence, "step": step, "idempotency_key": f"drip:{lead_id}:{sequence}:{step}",
-        "message_id": make_msgid(domain=domain), "priority": MARKETING_PRIORITY,
-        "status": OutboxStatus.QUEUED.value, "attempts": 0, "unknown_outcomes": 0,
-        "created_at": now, "queued_at": now, "next_attempt_at": now,
-    }
 
 
 def upsert(session: Session, model):

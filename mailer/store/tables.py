@@ -72,6 +72,19 @@ class OutboxStatus(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
+class ConsentKind(enum.StrEnum):
+    """What a consent event records. Append-only: a person's evidence is a list of these."""
+
+    SIGNUP = "signup"  # the form was sent (with or without the marketing box ticked)
+    CONFIRM = "confirm"  # the confirmation button: consent takes effect (marketing as on the latest signup)
+    UNSUBSCRIBE = "unsubscribe"  # a link, one-click, or an operator on the person's request
+    IMPORT = "import"  # brought over from an earlier tool, with the evidence it had
+
+
+# The consent events that give marketing consent, when their marketing_consent is true.
+CONSENT_GIVEN = (ConsentKind.CONFIRM, ConsentKind.IMPORT)
+
+
 class MailKind(enum.StrEnum):
     CONFIRM = "confirm"  # transactional
     GUIDE = "guide"  # transactional
@@ -117,7 +130,7 @@ class ConsentEvent(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"), index=True)
-    kind: Mapped[str] = mapped_column(String(20))  # signup, confirm, unsubscribe, erase
+    kind: Mapped[str] = mapped_column(String(20))  # a ConsentKind
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     magnet: Mapped[str] = mapped_column(String(100))
     marketing_consent: Mapped[bool] = mapped_column(Boolean)

@@ -1,16 +1,15 @@
-"""The web pages and endpoints, and the error pages every one of them can end in."""
+"""What every page module shares: the services, consent evidence of a request, the signup
+rate limit, and the error pages every request can end in."""
 
 from __future__ import annotations
 
 import logging
 
-from flask import Flask, current_app, jsonify, render_template, request
-from flask_wtf.csrf import CSRFError
-from sqlalchemy.exc import InterfaceError, OperationalError
+from flask import current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from ..services import Services
-from ..signup import Evidence
+from mailer.services import Services
+from mailer.funnel.actions import Evidence
 
 log = logging.getLogger("mailer.web")
 RETRY_AFTER_SECONDS = 30
@@ -31,34 +30,7 @@ def signup_limit() -> str:
     return services().settings.signup_rate_limit
 
 
-def register(app: Flask) -> None:
-    from . import health, links, public
-
-    app.register_blueprint(public.bp)
-    app.register_blueprint(links.bp)
-    app.register_blueprint(health.bp)
-    app.register_error_handler(CSRFError, public.csrf_error)
-    app.register_error_handler(HTTPException, _http_error)
-    app.register_error_handler(OperationalError, _database_unavailable)
-    app.register_error_handler(InterfaceError, _database_unavailable)
-    app.register_error_handler(Exception, _unexpected)
-
-    @app.context_processor
-    def _organisation():
-        return {"org": services().content.organisation}
-
-    @app.after_request
-    def _headers(response):
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        # Tokens live in our URLs: never send them to other sites. Same-origin (not no-referrer)
-        # because Flask-WTF refuses an HTTPS form post that arrives without a Referer.
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        if not _frameable():
-            response.headers.setdefault("X-Frame-Options", "DENY")
-        return response
-
-
-def _frameable() -> bool:
+def frameable() -> bool:
     """Only the embeddable form, and the thanks page it leads to, may be shown in an iframe."""
     if request.endpoint in ("public.embed", "public.embed_signup"):
         return True
@@ -82,7 +54,7 @@ def error_page(code: int):
     return render_template("error.html", title=title, text=text), code
 
 
-def _http_error(exc: HTTPException):
+def http_error(exc: HTTPException):
     body, code = error_page(exc.code or 500)
     response = current_app.make_response((body, code))
     if code == 429:
@@ -90,7 +62,7 @@ def _http_error(exc: HTTPException):
     return response
 
 
-def _database_unavailable(exc: Exception):
+def database_unavailable(exc: Exception):
     # The database is down or locked for longer than the busy timeout: nothing was stored,
     # so say so (503) and when to try again; never a 2xx, never a traceback.
     log.error("database unavailable: %s", exc.__class__.__name__, exc_info=exc)
@@ -100,6 +72,6 @@ def _database_unavailable(exc: Exception):
     return response
 
 
-def _unexpected(exc: Exception):
+def unexpected(exc: Exception):
     log.exception("unexpected error on %s %s", request.method, request.path)
     return error_page(500)

@@ -2,8 +2,8 @@
 
 from flask import Blueprint, jsonify
 
-from .. import queries
-from . import services
+from mailer.store import queries
+from mailer.web.common import services
 
 bp = Blueprint("health", __name__)
 

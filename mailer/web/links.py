@@ -7,13 +7,13 @@ from __future__ import annotations
 from flask import Blueprint, current_app, redirect, render_template, request, send_file, url_for
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from ..errors import InvalidLink
-from ..extensions import csrf, limiter
-from ..forms import NewLinkForm
-from ..links import CLICK_PREFIX, CONFIRM_PREFIX, DOWNLOAD_PREFIX, UNSUBSCRIBE_PREFIX
-from ..models import Click, Lead
-from ..tokens import CONFIRM, DOWNLOAD, UNSUBSCRIBE, fingerprint
-from . import error_page, evidence, services, signup_limit
+from mailer.errors import InvalidLink
+from mailer.web.extensions import csrf, limiter
+from mailer.web.forms import NewLinkForm
+from mailer.funnel.links import CLICK_PREFIX, CONFIRM_PREFIX, DOWNLOAD_PREFIX, UNSUBSCRIBE_PREFIX
+from mailer.store.tables import Click, Lead
+from mailer.funnel.tokens import CONFIRM, DOWNLOAD, UNSUBSCRIBE, fingerprint
+from mailer.web.common import error_page, evidence, services, signup_limit
 
 bp = Blueprint("links", __name__)
 

@@ -1,4 +1,5 @@
-"""One transport interface: open(), close(), send_messages(list) -> int.
+"""One transport interface, a base class after Django's BaseEmailBackend: open(), close(),
+`with transport:`, send_messages(list) -> int, last_reply, discard(message_ids) -> int.
 
 `send_messages` hands over every message or raises DeliveryError at the first one that
 fails, so a caller that wants a result per message (the outbox sender) passes one at a
@@ -8,9 +9,9 @@ time inside an opened connection.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Iterable
 
-from ..settings import MailURL
+from mailer.settings import MailURL
 
 
 @dataclass(frozen=True)
@@ -23,27 +24,57 @@ class Envelope:
     message_id: str
 
 
-class Transport(Protocol):
-    def open(self) -> bool: ...
+class Transport:
+    """The base of every transport; subclasses implement send_messages() and override what else
+    they need (open/close for a connection, discard() for the copies they keep)."""
 
-    def close(self) -> None: ...
+    #: The server's answer to the last message handed over; a transport without a server (or
+    #: before its first reply) reports this.
+    last_reply: tuple[int, str] = (250, "accepted")
 
-    def send_messages(self, messages: list[Envelope]) -> int: ...
+    def open(self) -> bool:
+        """Open a connection for several send_messages() calls; True only when this call opened
+        one. The default has nothing to open."""
+        return False
+
+    def close(self) -> None:
+        """Close what open() opened; harmless when nothing is open. The default does nothing."""
+
+    def __enter__(self):
+        try:
+            self.open()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc_value, traceback) -> None:
+        self.close()
+
+    def send_messages(self, messages: list[Envelope]) -> int:
+        """Hand over every message and return how many, or raise DeliveryError at the first one
+        that fails (those before it have been handed over)."""
+        raise NotImplementedError("a Transport subclass must implement send_messages()")
+
+    def discard(self, message_ids: Iterable[str]) -> int:
+        """Remove the copies this transport keeps of these messages (by Message-ID), as erasure
+        asks; return how many were removed. The default keeps nothing, so removes nothing."""
+        return 0
 
 
 def make_transport(mail: MailURL) -> Transport:
     if mail.is_smtp:
-        from .smtp import SMTPTransport
+        from mailer.delivery.transports.smtp import SMTPTransport
 
         return SMTPTransport(mail)
     if mail.scheme == "file":
-        from .file import FileTransport
+        from mailer.delivery.transports.file import FileTransport
 
         return FileTransport(mail.path)
     if mail.scheme == "console":
-        from .console import ConsoleTransport
+        from mailer.delivery.transports.console import ConsoleTransport
 
         return ConsoleTransport()
-    from .memory import MemoryTransport
+    from mailer.delivery.transports.memory import MemoryTransport
 
     return MemoryTransport()

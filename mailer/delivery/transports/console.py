@@ -2,18 +2,12 @@
 
 import sys
 
-from . import Envelope
+from mailer.delivery.transports import Envelope, Transport
 
 
-class ConsoleTransport:
+class ConsoleTransport(Transport):
     def __init__(self, stream=None):
         self.stream = stream or sys.stdout
-
-    def open(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
 
     def send_messages(self, messages: list[Envelope]) -> int:
         for envelope in messages:

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
-from . import Envelope
+from mailer.delivery.transports import Envelope, Transport
 
 
-class FileTransport:
+class FileTransport(Transport):
     def __init__(self, folder: Path):
         self.folder = folder
 
     def open(self) -> bool:
         self.folder.mkdir(parents=True, exist_ok=True)
         return False
-
-    def close(self) -> None:
-        pass
 
     def send_messages(self, messages: list[Envelope]) -> int:
         self.open()
@@ -34,6 +32,20 @@ class FileTransport:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(partial, final)  # readers never see half a message
+
+    def discard(self, message_ids: Iterable[str]) -> int:
+        """Delete the .eml files of these messages (and any half-written leftover); a file
+        already gone is fine. Returns how many .eml files were deleted."""
+        removed = 0
+        for message_id in set(message_ids):
+            final = self.folder / eml_name(message_id)
+            (self.folder / f".{final.name}.tmp").unlink(missing_ok=True)
+            try:
+                final.unlink()
+            except FileNotFoundError:
+                continue
+            removed += 1
+        return removed
 
 
 def eml_name(message_id: str) -> str:

@@ -7,17 +7,16 @@ import smtplib
 import socket
 import ssl
 
-from ..errors import DeliveryError
-from ..settings import MailURL
-from . import Envelope
+from mailer.errors import DeliveryError
+from mailer.settings import MailURL
+from mailer.delivery.transports import Envelope, Transport
 
 
-class SMTPTransport:
+class SMTPTransport(Transport):
     def __init__(self, mail: MailURL):
         self.mail = mail
         self.connection: smtplib.SMTP | None = None
         self.held = False  # opened by the caller: keep (and re-open) it across send_messages calls
-        self.last_reply: tuple[int, str] | None = None  # the server's answer to the last message
         # Built once: loading the CA certificates costs ~40 ms, too much for every connection.
         self.tls = ssl.create_default_context(cafile=mail.cafile) if mail.scheme != "smtp" else None
 
@@ -100,7 +99,7 @@ class SMTPTransport:
             self._drop()
             raise DeliveryError(None, f"no answer after the message data: {exc}", unknown=True) from exc
         self._expect(reply, (250,))
-        self.last_reply = (reply[0], _text(reply[1]))
+        self.last_reply = (reply[0], _text(reply[1]))  # until the first reply: the class default
 
     def _envelope_pipelined(self, conn: smtplib.SMTP, envelope: Envelope) -> None:
         """MAIL, RCPT and DATA in one write, then their replies (RFC 2920): two round trips

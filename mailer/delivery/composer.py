@@ -1,0 +1,48 @@
+"""A mail as it goes to the relay: rendered for its recipient by its kind, from the sender its
+kind calls for, signed with DKIM when that is on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mailer.delivery.dkim import DKIMSigner
+from mailer.delivery.kinds import KINDS, MailRef
+from mailer.delivery.rendering import MailRenderer, Recipient, RenderedMail, build_message, envelope_sender
+from mailer.delivery.transports import Envelope
+
+
+@dataclass
+class Composer:
+    renderer: MailRenderer
+    mail_from: str
+    marketing_from: str | None  # From of marketing mail; None: mail_from
+    clock: object
+    dkim: DKIMSigner | None = None
+    # With DKIM on, each mail is signed for the domain of its own From (DMARC alignment),
+    # unless MAILER_DKIM_DOMAIN names one domain for all.
+    dkim_fixed_domain: bool = False
+
+    def knows(self, ref: MailRef) -> bool:
+        return self.renderer.knows(ref)
+
+    def sender(self, marketing: bool) -> str:
+        return self.marketing_from if marketing and self.marketing_from else self.mail_from
+
+    def domain(self, marketing: bool) -> str:
+        """The domain of the From a kind of mail is sent from: it names test Message-IDs, and
+        DKIM signs for it unless MAILER_DKIM_DOMAIN is set."""
+        return envelope_sender(self.sender(marketing)).rpartition("@")[2]
+
+    def compose(self, ref: MailRef, recipient: Recipient, message_id: str,
+                subject_prefix: str = "") -> tuple[Envelope, RenderedMail]:
+        """The message for the wire, and the mail it was built from (for the log)."""
+        mail = self.renderer.render(ref, recipient)
+        if subject_prefix:
+            mail = RenderedMail(subject_prefix + mail.subject, mail.text, mail.html, mail.headers)
+        marketing = KINDS[ref.kind].marketing
+        sender = self.sender(marketing)
+        data = build_message(sender=sender, recipient=recipient, mail=mail, message_id=message_id,
+                             date=self.clock.now())
+        if self.dkim is not None:
+            data = self.dkim.sign(data, None if self.dkim_fixed_domain else self.domain(marketing))
+        return Envelope(envelope_sender(sender), (recipient.email,), data, message_id), mail
