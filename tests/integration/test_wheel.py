@@ -22,7 +22,7 @@ from mailer.errors import MailerError
 from mailer.operator.setup import CopyRefused, copy_for_editing
 from mailer.resources import shipped
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 STEP = "lef-en-eigenheid"
 SUBJECT = "Waarom LEF en eigenheid ertoe doen bij de overheid"  # content/sequences/mini-guide.toml
 LAYOUT_TEXT = "Meld je hier af"  # templates/mail/drip/_layout.html
