@@ -31,36 +31,12 @@ def db_upgrade() -> None:
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--threads", default=8, show_default=True, type=int, help="Web request threads.")
 def serve(host: str, port: int, threads: int) -> None:
-    import waitress
-
-    from mailer.scheduler import Background
-    from mailer.store.migrate import upgrade
-    from mailer.web import create_app
+    from mailer.embedded import serve as run
 
     setup_logging()
     # Without MAILER_BASE_URL, links in mails point at this server (on the embedded default).
     visible_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    built = services(defaults={"MAILER_BASE_URL": f"http://{visible_host}:{port}"})
-    settings = built.settings
-    if settings.embedded:
-        upgrade(settings.database_url)
-    server = waitress.create_server(create_app(services=built), host=host, port=port, threads=threads,
-                                    ident="mailer")
-    background = Background(built)
-    signal.signal(signal.SIGTERM, _exit_cleanly)
-    where = settings.mail.path if settings.mail.scheme == "file" else settings.mail.scheme
-    click.echo(f"mailer is running: open {settings.base_url}/  (mail goes to {where}; Ctrl+C stops)")
-    try:
-        server.run()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.close()
-        background.stop()
-
-
-def _exit_cleanly(*_) -> None:
-    raise SystemExit(0)  # unwinds serve()'s finally: the scheduler finishes its current pass
+    run(services(defaults={"MAILER_BASE_URL": f"http://{visible_host}:{port}"}), host, port, threads, click.echo)
 
 
 @click.command(help="Run the scheduler and the sender without the web part (safe to run several).\n\n"

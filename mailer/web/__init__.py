@@ -8,15 +8,17 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from mailer.services import Services, build_services
+from mailer.services import Services
 from mailer.settings import Settings
 from mailer.web import common, health, links, public
 from mailer.web.extensions import csrf, limiter
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
-    """The web application: pages and endpoints only. It never sends mail and runs no scheduler."""
-    services = services or build_services(settings)
+    """The web application: pages and endpoints only. It never sends mail and runs no scheduler,
+    and does not load the mail side (templates, rendering, transports): a request only puts
+    mail in the outbox. The workers check the mail templates when they start."""
+    services = services or Services(settings or Settings.from_env())
     settings = services.settings
     app = Flask(__name__, static_folder=None, template_folder=None)
     app.jinja_loader = services.page_loader()
