@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, parse_qs
 
@@ -21,6 +21,7 @@ from limits import parse_many
 from mailer.errors import SettingsError
 from mailer.timing import MARKETING, TRANSACTIONAL, RetryPolicy, SendWindow, WindowError, parse_policy
 
+DRIP_WINDOW, DRIP_TIMEZONE = "mon-fri 09:00-17:00", "Europe/Amsterdam"
 MAIL_SCHEMES = ("smtp", "smtp+starttls", "smtps", "file", "console", "memory")
 
 
@@ -48,12 +49,14 @@ class Settings:
     secret_keys: tuple[str, ...]
     base_url: str
     mail: MailURL
-    mail_from: str
     instance_path: Path
     # The operator's copies (`mailer init`); None: the shipped files only. Each overrides the
     # shipped files one file at a time (mailer/resources.py).
     content_path: Path | None
     templates_path: Path | None
+    # Each default below is the one the service runs with when the variable is unset (MAILER_
+    # and the field's name in capitals; mail_from is MAILER_FROM); _build reads them from here.
+    mail_from: str = "Mini guide <guide@example.nl>"
     ratelimit_storage_url: str = "memory://"
     signup_rate_limit: str = "10 per minute;50 per hour"
     form_min_seconds: float = 2.0
@@ -73,7 +76,7 @@ class Settings:
     dkim_key_file: Path | None = None
     send_rate: str | None = None  # e.g. "20 per second;5000 per hour", for all workers together
     send_concurrency: int = 1
-    drip_window: SendWindow = SendWindow.parse("mon-fri 09:00-17:00", "Europe/Amsterdam")
+    drip_window: SendWindow = SendWindow.parse(DRIP_WINDOW, DRIP_TIMEZONE)
     drip_interval: float = 60.0
     drip_batch_size: int = 500
     drip_min_gap_hours: float = 24.0  # at most one drip mail per lead in this many hours
@@ -115,42 +118,66 @@ def _build(env: dict[str, str]) -> Settings:
     database_url = _database_url(env.get("MAILER_DATABASE_URL"), instance)
     mail = _mail_url(env.get("MAILER_MAIL_URL"), instance)
     embedded = _is_embedded(database_url)
+    read = _Reader(env)
     return Settings(
         database_url=database_url,
         secret_keys=_secret_keys(env.get("MAILER_SECRET_KEY"), instance, embedded),
         base_url=_base_url(env.get("MAILER_BASE_URL"), embedded),
         mail=mail,
-        mail_from=_address("MAILER_FROM", env.get("MAILER_FROM", "Mini guide <guide@example.nl>")),
         instance_path=instance,
         content_path=_folder("MAILER_CONTENT_PATH", env),
         templates_path=_folder("MAILER_TEMPLATES_PATH", env),
-        ratelimit_storage_url=_storage_url(env.get("MAILER_RATELIMIT_STORAGE_URL", "memory://")),
-        signup_rate_limit=_rate_limit("MAILER_SIGNUP_RATE_LIMIT",
-                                      env.get("MAILER_SIGNUP_RATE_LIMIT", "10 per minute;50 per hour")),
-        form_min_seconds=_number("MAILER_FORM_MIN_SECONDS", env, 2.0, float, minimum=0),
-        confirm_max_age_days=_number("MAILER_CONFIRM_MAX_AGE_DAYS", env, 7, int, minimum=1),
-        confirm_mails_per_day=_number("MAILER_CONFIRM_MAILS_PER_DAY", env, 3, int, minimum=1),
-        dispatch_interval=_number("MAILER_DISPATCH_INTERVAL", env, 1.0, float, minimum=0.1),
-        send_batch_size=_number("MAILER_SEND_BATCH_SIZE", env, 100, int, minimum=1),
-        proxy_count=_number("MAILER_PROXY_COUNT", env, 0, int, minimum=0),
+        mail_from=_address("MAILER_FROM", read.text("mail_from")),
+        ratelimit_storage_url=_storage_url(read.text("ratelimit_storage_url")),
+        signup_rate_limit=_rate_limit("MAILER_SIGNUP_RATE_LIMIT", read.text("signup_rate_limit")),
+        form_min_seconds=read.number("form_min_seconds", minimum=0),
+        confirm_max_age_days=read.number("confirm_max_age_days", minimum=1),
+        confirm_mails_per_day=read.number("confirm_mails_per_day", minimum=1),
+        dispatch_interval=read.number("dispatch_interval", minimum=0.1),
+        send_batch_size=read.number("send_batch_size", minimum=1),
+        proxy_count=read.number("proxy_count", minimum=0),
+        # Logged by default where the mail goes nowhere a person reads it (a folder, the console).
         log_mail=_flag("MAILER_LOG_MAIL", env, default=mail.scheme in ("file", "console")),
         retry_transactional=parse_policy(
             "MAILER_RETRY_TRANSACTIONAL", env.get("MAILER_RETRY_TRANSACTIONAL") or TRANSACTIONAL),
         retry_marketing=parse_policy("MAILER_RETRY_MARKETING", env.get("MAILER_RETRY_MARKETING") or MARKETING),
-        lease_seconds=_number("MAILER_LEASE_SECONDS", env, 300, int, minimum=10),
-        sqlite_busy_timeout_ms=_number("MAILER_SQLITE_BUSY_TIMEOUT_MS", env, 5000, int, minimum=0),
+        lease_seconds=read.number("lease_seconds", minimum=10),
+        sqlite_busy_timeout_ms=read.number("sqlite_busy_timeout_ms", minimum=0),
         send_rate=_rate_limit("MAILER_SEND_RATE", env["MAILER_SEND_RATE"]) if env.get("MAILER_SEND_RATE") else None,
-        send_concurrency=_number("MAILER_SEND_CONCURRENCY", env, 1, int, minimum=1),
+        send_concurrency=read.number("send_concurrency", minimum=1),
         marketing_from=_address("MAILER_MARKETING_FROM", env["MAILER_MARKETING_FROM"])
         if env.get("MAILER_MARKETING_FROM") else None,
         drip_window=_window(env),
-        drip_interval=_number("MAILER_DRIP_INTERVAL", env, 60.0, float, minimum=1),
-        drip_batch_size=_number("MAILER_DRIP_BATCH_SIZE", env, 500, int, minimum=1),
-        drip_min_gap_hours=_number("MAILER_DRIP_MIN_GAP_HOURS", env, 24.0, float, minimum=0),
-        click_tracking=_flag("MAILER_CLICK_TRACKING", env, default=True),
-        pending_max_age_days=_number("MAILER_PENDING_MAX_AGE_DAYS", env, 30, int, minimum=1),
+        drip_interval=read.number("drip_interval", minimum=1),
+        drip_batch_size=read.number("drip_batch_size", minimum=1),
+        drip_min_gap_hours=read.number("drip_min_gap_hours", minimum=0),
+        click_tracking=_flag("MAILER_CLICK_TRACKING", env, default=_DEFAULTS["click_tracking"]),
+        pending_max_age_days=read.number("pending_max_age_days", minimum=1),
         **_dkim(env),
     )
+
+
+# The defaults of the Settings fields: the one place each default is written.
+_DEFAULTS = {field.name: field.default for field in fields(Settings) if field.default is not MISSING}
+_VARIABLES = {"mail_from": "MAILER_FROM"}
+
+
+class _Reader:
+    """Reads a field's variable (MAILER_ + its name in capitals), or gives the field's default."""
+
+    def __init__(self, env: dict[str, str]):
+        self.env = env
+
+    def text(self, field: str) -> str:
+        return self.env.get(_variable(field)) or _DEFAULTS[field]
+
+    def number(self, field: str, minimum: float):
+        default = _DEFAULTS[field]
+        return _number(_variable(field), self.env, default, type(default), minimum)
+
+
+def _variable(field: str) -> str:
+    return _VARIABLES.get(field, f"MAILER_{field.upper()}")
 
 
 def _folder(name: str, env: dict[str, str]) -> Path | None:
@@ -305,8 +332,8 @@ def _dkim(env: dict[str, str]) -> dict:
 
 
 def _window(env: dict[str, str]) -> SendWindow:
-    spec = env.get("MAILER_DRIP_WINDOW") or "mon-fri 09:00-17:00"
-    zone = env.get("MAILER_DRIP_TIMEZONE") or "Europe/Amsterdam"
+    spec = env.get("MAILER_DRIP_WINDOW") or DRIP_WINDOW
+    zone = env.get("MAILER_DRIP_TIMEZONE") or DRIP_TIMEZONE
     try:
         return SendWindow.parse(spec, zone)
     except WindowError as exc:
