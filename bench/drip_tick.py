@@ -45,14 +45,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from scratch import arguments, postgres_database, sqlalchemy_url  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
 from mailer.clock import SettableClock  # noqa: E402
-from scratch import arguments, postgres_database, sqlalchemy_url  # noqa: E402
-from mailer.store.migrate import upgrade  # noqa: E402
 from mailer.scheduler import build_scheduler, periodic_jobs  # noqa: E402
 from mailer.services import build_services  # noqa: E402
 from mailer.settings import Settings  # noqa: E402
+from mailer.store.migrate import upgrade  # noqa: E402
 
 NOW = datetime(2026, 12, 1, 10, 0, tzinfo=timezone.utc)  # a Tuesday, 11:00 in Amsterdam
 ANCHOR = NOW - timedelta(days=2, minutes=1)  # due: the first step (day 2) fell due a minute ago

@@ -43,10 +43,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from scratch import arguments, postgres_database, sqlalchemy_url  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
 from mailer.store.migrate import upgrade  # noqa: E402
-from scratch import arguments, postgres_database, sqlalchemy_url  # noqa: E402
 
 COLUMNS = "id, email, first_name, status, magnet, marketing_consent, created_at, confirmed_at"
 NAMES = ["Anne", "Bram", "Chloë", "Daan", "Eva", "Fatima", "Gijs", "Hanneke", "Jansen, Piet", 'Mo "de baas"']

@@ -436,8 +436,8 @@ def prepare(workdir: Path, env: dict[str, str], to: list[Recipient]):
 
 def queue(services, to: list[Recipient]) -> None:
     """Confirmed leads and one due guide mail each, CHUNK of them per transaction."""
-    from mailer.store.tables import Lead, LeadStatus
     from mailer.delivery.enqueue import enqueue
+    from mailer.store.tables import Lead, LeadStatus
 
     now = datetime.now(timezone.utc) - timedelta(minutes=1)  # due at once
     for start in range(0, len(to), CHUNK):

@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 import secrets
 from dataclasses import MISSING, dataclass, fields
+from email.utils import parseaddr
 from pathlib import Path
-from urllib.parse import unquote, urlsplit, parse_qs
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from dotenv import dotenv_values
 from email_validator import EmailNotValidError, validate_email
-from email.utils import parseaddr
 from limits import parse_many
 
 from mailer.errors import SettingsError

@@ -5,8 +5,8 @@ No scheduler and no sender run here; `mailer worker` processes deliver the mail.
 
 import sys
 
-from mailer.web import create_app
 from mailer.errors import MailerError
+from mailer.web import create_app
 
 try:
     app = create_app()

@@ -20,12 +20,13 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import create_engine, text
 
-from mailer.web import create_app
 from mailer.clock import SettableClock
-from mailer.store.migrate import upgrade
-from mailer.store.tables import Base
+from mailer.resources import shipped
 from mailer.services import build_services
 from mailer.settings import Settings
+from mailer.store.migrate import upgrade
+from mailer.store.tables import Base
+from mailer.web import create_app
 
 POSTGRES_URL = os.environ.get("MAILER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRED = set(filter(None, os.environ.get("MAILER_TEST_REQUIRE", "").split(",")))
@@ -152,6 +153,17 @@ def app(services):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+def broken_sequence(tmp_path, old: str, new: str) -> Path:
+    """A copy of the shipped content whose sequence file has `old` replaced by `new`."""
+    content = tmp_path / "content"
+    shutil.copytree(shipped("content"), content)
+    path = content / "sequences" / "mini-guide.toml"
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    return content
 
 
 def as_marketing(services, *recipients: str) -> None:

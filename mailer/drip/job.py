@@ -20,9 +20,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
+from mailer.content.files import Content, Sequence, Step
 from mailer.delivery.enqueue import drip_mail
 from mailer.store import queries
-from mailer.content.files import Content, Sequence, Step
 from mailer.store.tables import NOT_STARTED, LeadStatus
 from mailer.timing import SendWindow
 

@@ -13,13 +13,12 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailer.store import queries
 from mailer.content.files import Notice
-from mailer.errors import InvalidLink
-from mailer.store.tables import ConsentEvent, ConsentKind, Download, Lead, LeadStatus, MailKind
 from mailer.delivery.enqueue import enqueue
+from mailer.errors import InvalidLink
 from mailer.funnel.tokens import LeadLink, fingerprint
-
+from mailer.store import queries
+from mailer.store.tables import ConsentEvent, ConsentKind, Download, Lead, LeadStatus, MailKind
 
 # Link timestamps have whole seconds; a lead's updated_at has microseconds.
 LINK_CLOCK_SLACK = timedelta(seconds=1)

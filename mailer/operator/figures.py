@@ -18,7 +18,16 @@ from mailer.content.files import Content
 from mailer.errors import InvalidRequest
 from mailer.store.database import Database
 from mailer.store.tables import (
-    CONSENT_GIVEN, Click, ConsentEvent, Download, ErasedTally, Lead, LeadStatus, MailKind, Outbox, OutboxStatus,
+    CONSENT_GIVEN,
+    Click,
+    ConsentEvent,
+    Download,
+    ErasedTally,
+    Lead,
+    LeadStatus,
+    MailKind,
+    Outbox,
+    OutboxStatus,
 )
 
 _DAY = timedelta(days=1)

@@ -27,12 +27,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailer.content.files import Content
-from mailer.funnel.addresses import clean_name, normalise_email
 from mailer.errors import MailerError
+from mailer.funnel.addresses import clean_name, normalise_email
+from mailer.operator.people import address_hash
 from mailer.store import queries
 from mailer.store.database import Database
 from mailer.store.tables import ConsentEvent, ConsentKind, Lead, LeadStatus, Suppression
-from mailer.operator.people import address_hash
 
 COLUMNS = {"email", "first_name", "magnet", "marketing_consent", "signed_up_at",
            "consent_at", "consent_source", "consent_ip", "consent_text"}

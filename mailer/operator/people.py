@@ -21,8 +21,18 @@ from mailer.store import queries
 from mailer.store.database import Database
 from mailer.store.queries import upsert
 from mailer.store.tables import (
-    Click, ConsentEvent, ConsentNotice, DeliveryAttempt, Download, Enrollment, ErasedTally, Lead, Outbox,
-    OutboxStatus, Pause, Suppression,
+    Click,
+    ConsentEvent,
+    ConsentNotice,
+    DeliveryAttempt,
+    Download,
+    Enrollment,
+    ErasedTally,
+    Lead,
+    Outbox,
+    OutboxStatus,
+    Pause,
+    Suppression,
 )
 
 PURGE_BATCH = 500

@@ -8,8 +8,8 @@ import logging
 from flask import current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from mailer.services import Services
 from mailer.funnel.actions import Evidence
+from mailer.services import Services
 
 log = logging.getLogger("mailer.web")
 RETRY_AFTER_SECONDS = 30

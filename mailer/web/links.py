@@ -8,12 +8,12 @@ from flask import Blueprint, current_app, redirect, render_template, request, se
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from mailer.errors import InvalidLink
+from mailer.funnel.links import CLICK_PREFIX, CONFIRM_PREFIX, DOWNLOAD_PREFIX, UNSUBSCRIBE_PREFIX
+from mailer.funnel.tokens import CONFIRM, DOWNLOAD, UNSUBSCRIBE, fingerprint
+from mailer.store.tables import Click, Lead
+from mailer.web.common import error_page, evidence, services, signup_limit
 from mailer.web.extensions import csrf, limiter
 from mailer.web.forms import NewLinkForm
-from mailer.funnel.links import CLICK_PREFIX, CONFIRM_PREFIX, DOWNLOAD_PREFIX, UNSUBSCRIBE_PREFIX
-from mailer.store.tables import Click, Lead
-from mailer.funnel.tokens import CONFIRM, DOWNLOAD, UNSUBSCRIBE, fingerprint
-from mailer.web.common import error_page, evidence, services, signup_limit
 
 bp = Blueprint("links", __name__)
 

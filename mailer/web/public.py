@@ -5,10 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 
 from mailer.errors import InvalidLink
-from mailer.web.extensions import csrf, limiter
-from mailer.web.forms import SignupForm
 from mailer.funnel.actions import Signup
 from mailer.web.common import evidence, services, signup_limit
+from mailer.web.extensions import csrf, limiter
+from mailer.web.forms import SignupForm
 
 bp = Blueprint("public", __name__)
 

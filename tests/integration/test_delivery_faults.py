@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from conftest import Visitor, as_marketing
 from sqlalchemy import select
 
-from mailer.web import create_app
 from mailer.store.tables import DeliveryAttempt, Outbox
-
-from conftest import Visitor, as_marketing
+from mailer.web import create_app
 
 
 def setup(make_services, database_url, clock, server, *emails, timeout=5):

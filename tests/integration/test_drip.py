@@ -8,29 +8,17 @@ import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from conftest import broken_sequence
 from sqlalchemy import func, select
 
-from mailer.content.files import load_content
-from mailer.drip.job import Facts, advance
 from mailer.errors import ContentError
-from mailer.store.tables import Enrollment, Outbox
-from mailer.scheduler import build_scheduler, periodic_jobs
 from mailer.resources import shipped
-from mailer.timing import SendWindow, WindowError
+from mailer.scheduler import build_scheduler, periodic_jobs
+from mailer.store.tables import Enrollment, Outbox
 
 UTC = timezone.utc
 ANCHOR = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)  # a Tuesday, 10:00 in Amsterdam
 DAY = timedelta(days=1)
-
-
-def broken_sequence(tmp_path, old: str, new: str):
-    content = tmp_path / "content"
-    shutil.copytree(shipped("content"), content)
-    path = content / "sequences" / "mini-guide.toml"
-    text = path.read_text(encoding="utf-8")
-    assert old in text
-    path.write_text(text.replace(old, new, 1), encoding="utf-8")
-    return content
 
 
 @pytest.mark.parametrize("old, new, message", [
@@ -125,10 +113,11 @@ def test_the_scheduler_holds_the_same_jobs_whatever_the_number_of_leads(services
 
 def test_a_newer_process_applies_a_change_once_and_an_older_one_leaves_it_alone(
         make_services, database_url, clock, tmp_path):
+    from test_drip_walk import changed_content
+
     from mailer.delivery.enqueue import drip_mail
     from mailer.store import queries
     from mailer.store.tables import SequenceState
-    from test_drip_walk import changed_content
 
     old = make_services(database_url)
     enrol(old, 3, ANCHOR)

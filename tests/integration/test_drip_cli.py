@@ -11,14 +11,13 @@ from email import message_from_bytes, policy
 
 import pytest
 from click.testing import CliRunner
+from conftest import make_env
 from sqlalchemy import func, select
+from test_drip import ANCHOR, DAY, enrol
+from test_drip_walk import changed_content
 
 from mailer.cli import main
 from mailer.store.tables import Enrollment, Outbox
-
-from conftest import make_env
-from test_drip import ANCHOR, DAY, enrol
-from test_drip_walk import changed_content
 
 UTC = timezone.utc
 

@@ -12,15 +12,14 @@ from __future__ import annotations
 import shutil
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import select
-
-from mailer.resources import shipped
-from mailer.web import create_app
-from mailer.store.tables import ConsentEvent, Enrollment, Lead, Outbox
-from mailer.delivery.transports.memory import MemoryTransport
-
 from conftest import Visitor
+from sqlalchemy import select
 from test_funnel import deliver, link_in
+
+from mailer.delivery.transports.memory import MemoryTransport
+from mailer.resources import shipped
+from mailer.store.tables import ConsentEvent, Enrollment, Lead, Outbox
+from mailer.web import create_app
 
 UTC = timezone.utc
 

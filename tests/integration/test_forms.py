@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
+from conftest import Visitor, form_tokens
 from markupsafe import escape
-
 from sqlalchemy import func, select
 
-from mailer.web import create_app
 from mailer.funnel.addresses import clean_name
 from mailer.store.tables import Lead, Outbox
-
-from conftest import Visitor, form_tokens
+from mailer.web import create_app
 
 
 def leads(services) -> int:

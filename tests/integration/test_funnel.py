@@ -5,12 +5,11 @@ from __future__ import annotations
 import hashlib
 import re
 
+from conftest import form_tokens
 from sqlalchemy import func, select
 
-from mailer.store.tables import ConsentEvent, ConsentNotice, Download, Lead, Outbox
 from mailer.delivery.transports.memory import MemoryTransport
-
-from conftest import form_tokens
+from mailer.store.tables import ConsentEvent, ConsentNotice, Download, Lead, Outbox
 
 LINK = re.compile(r"https://guide\.example\.nl(/(?:bevestig|download)/[\w.\-]+)")
 
@@ -205,8 +204,9 @@ def test_an_expired_confirm_link_changes_nothing(services, visitor, client, cloc
 
 
 def test_links_signed_with_an_older_key_still_work_after_rotation(make_services, database_url, clock):
-    from mailer.web import create_app
     from conftest import Visitor
+
+    from mailer.web import create_app
 
     old = make_services(database_url, MAILER_SECRET_KEY="old-key-0123456789abcdef")
     Visitor(create_app(services=old).test_client(), clock).sign_up("draai@example.nl")

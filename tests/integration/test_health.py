@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from mailer.web import create_app
-
 from conftest import Visitor, free_port
+
+from mailer.web import create_app
 
 
 def test_healthz_reports_the_database_and_outbox_counts(services, visitor, client):

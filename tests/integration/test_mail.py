@@ -8,8 +8,8 @@ from email import message_from_bytes, policy
 import pytest
 
 from mailer.delivery.kinds import MailRef
-from mailer.store.tables import MailKind
 from mailer.delivery.rendering import Recipient, build_message
+from mailer.store.tables import MailKind
 
 
 @pytest.fixture
@@ -109,11 +109,11 @@ def test_a_broken_mail_template_stops_the_start_with_its_name(tmp_path, sqlite_u
     import shutil
 
     from mailer.content.files import load_content
+    from mailer.delivery.rendering import MailRenderer
     from mailer.errors import ContentError
     from mailer.funnel.links import Links
-    from mailer.delivery.rendering import MailRenderer
-    from mailer.resources import shipped
     from mailer.funnel.tokens import Signer
+    from mailer.resources import shipped
 
     templates = tmp_path / "templates"
     shutil.copytree(shipped("templates"), templates)

@@ -12,17 +12,24 @@ import sys
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import func, select
-
-from mailer.web import create_app
-from mailer.cli import main
-from mailer.store.tables import (
-    Click, ConsentEvent, DeliveryAttempt, Download, Enrollment, ErasedTally, Lead, Outbox, Suppression,
-)
-
 from conftest import Visitor, make_env
+from sqlalchemy import func, select
 from test_funnel import confirm, deliver, link_in
 from test_unsubscribe import mail_about_lef
+
+from mailer.cli import main
+from mailer.store.tables import (
+    Click,
+    ConsentEvent,
+    DeliveryAttempt,
+    Download,
+    Enrollment,
+    ErasedTally,
+    Lead,
+    Outbox,
+    Suppression,
+)
+from mailer.web import create_app
 
 
 @pytest.fixture

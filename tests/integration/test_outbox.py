@@ -5,16 +5,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from conftest import as_marketing
 from sqlalchemy import select
 
-from mailer.store import queries
-
-from mailer import timing
-from mailer.delivery import retry
-from mailer.store.tables import DeliveryAttempt, Outbox
 from mailer.delivery.transports.memory import MemoryTransport
-
-from conftest import as_marketing
+from mailer.store import queries
+from mailer.store.tables import DeliveryAttempt, Outbox
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
 
@@ -116,8 +112,9 @@ def test_concurrent_claims_on_postgres_never_share_a_row(make_services, postgres
 
 @pytest.fixture
 def visitor_on(clock):
-    from mailer.web import create_app
     from conftest import Visitor
+
+    from mailer.web import create_app
 
     return lambda services: Visitor(create_app(services=services).test_client(), clock)
 

@@ -6,13 +6,12 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from conftest import Visitor, make_env
 from sqlalchemy import select
 
-from mailer.web import create_app
 from mailer.cli import main
 from mailer.store.tables import Outbox
-
-from conftest import Visitor, make_env
+from mailer.web import create_app
 
 
 @pytest.fixture

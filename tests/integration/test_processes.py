@@ -16,13 +16,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from conftest import Visitor, form_tokens, free_port, make_env
 from sqlalchemy import select
 
-from mailer.web import create_app
 from mailer.clock import utcnow
 from mailer.store.tables import Outbox
-
-from conftest import Visitor, form_tokens, free_port, make_env
+from mailer.web import create_app
 
 BIN = Path(sys.executable).parent
 

@@ -7,12 +7,11 @@ import subprocess
 from email import message_from_bytes, policy
 
 import pytest
-
-from mailer.web import create_app
-from mailer.errors import SettingsError
-from mailer.delivery.transports.memory import MemoryTransport
-
 from conftest import Visitor, as_marketing
+
+from mailer.delivery.transports.memory import MemoryTransport
+from mailer.errors import SettingsError
+from mailer.web import create_app
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 
 import pytest
-
 from smtp_faults import FaultySMTPServer
 
 SENDER = "guide@example.nl"

@@ -6,15 +6,13 @@ import threading
 import time
 import uuid
 
+from conftest import Visitor, as_marketing
 from sqlalchemy import select
 
-from mailer.web import create_app
 from mailer.delivery.throttle import SendThrottle
 from mailer.delivery.transports.memory import MemoryTransport
-
 from mailer.store.tables import Outbox
-
-from conftest import Visitor, as_marketing
+from mailer.web import create_app
 
 
 def queue(services, clock, emails, marketing=False):

@@ -8,12 +8,12 @@ from email.message import EmailMessage
 
 import pytest
 
-from mailer.errors import DeliveryError
-from mailer.settings import MailURL
 from mailer.delivery.transports import Envelope, Transport, make_transport
 from mailer.delivery.transports.console import ConsoleTransport
 from mailer.delivery.transports.file import FileTransport, eml_name
 from mailer.delivery.transports.memory import MemoryTransport
+from mailer.errors import DeliveryError
+from mailer.settings import MailURL
 
 
 def envelope(n: int) -> Envelope:
@@ -257,7 +257,6 @@ def _authenticator(server, session, envelope, mechanism, auth_data):
 
 def test_starttls_with_authentication_delivers(certificate):
     from aiosmtpd.controller import Controller
-
     from conftest import SMTPSink, free_port
 
     port = free_port()
@@ -283,7 +282,6 @@ def test_implicit_tls_delivers(certificate):
     import ssl
 
     from aiosmtpd.controller import Controller
-
     from conftest import SMTPSink, free_port
 
     class TLSController(Controller):
@@ -306,7 +304,6 @@ def test_implicit_tls_delivers(certificate):
 
 def test_a_relay_that_offers_pipelining_gets_mail_rcpt_and_data_in_one_write():
     from aiosmtpd.controller import Controller
-
     from conftest import SMTPSink, free_port
 
     class PipeliningSink(SMTPSink):

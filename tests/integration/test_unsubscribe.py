@@ -7,11 +7,10 @@ from datetime import timedelta
 from email import message_from_bytes, policy
 
 from sqlalchemy import select
-
-from mailer.store.tables import Click, ConsentEvent, Enrollment, Lead, Outbox
-from mailer.delivery.transports.memory import MemoryTransport
-
 from test_funnel import confirm, count, deliver, lead
+
+from mailer.delivery.transports.memory import MemoryTransport
+from mailer.store.tables import Click, ConsentEvent, Enrollment, Lead, Outbox
 
 HOST = "https://guide.example.nl"
 
@@ -153,8 +152,9 @@ def test_a_click_is_counted_and_leads_only_to_the_templates_link(services, visit
 
 
 def test_with_click_tracking_off_links_point_straight_at_their_address(make_services, database_url, clock):
-    from mailer.web import create_app
     from conftest import Visitor
+
+    from mailer.web import create_app
 
     services = make_services(database_url, MAILER_CLICK_TRACKING="false")
     client = create_app(services=services).test_client()
@@ -164,8 +164,9 @@ def test_with_click_tracking_off_links_point_straight_at_their_address(make_serv
 
 
 def test_drip_mail_uses_the_marketing_sender_and_leaves_transactional_mail_first(make_services, database_url, clock):
-    from mailer.web import create_app
     from conftest import Visitor
+
+    from mailer.web import create_app
 
     services = make_services(database_url, MAILER_MARKETING_FROM="Trainingsbureau <nieuws@example.nl>")
     client = create_app(services=services).test_client()
@@ -204,8 +205,9 @@ def test_signing_up_again_after_unsubscribing_restarts_the_sequence_where_it_sto
 
 
 def test_a_mailbox_refused_on_a_drip_mail_stops_the_sequence(make_services, database_url, clock, smtp_server):
-    from mailer.web import create_app
     from conftest import Visitor
+
+    from mailer.web import create_app
 
     services = make_services(database_url, MAILER_MAIL_URL=smtp_server.url)
     client = create_app(services=services).test_client()

@@ -23,13 +23,12 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 import pytest
+from conftest import POSTGRES_URL, make_env, unavailable
+from smtp_faults import FaultySMTPServer
 from sqlalchemy import create_engine, func, insert, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from mailer.store.tables import DeliveryAttempt, Lead, Outbox
-
-from conftest import POSTGRES_URL, make_env, unavailable
-from smtp_faults import FaultySMTPServer
 
 pytestmark = pytest.mark.postgres
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from conftest import broken_sequence
 
 from mailer.content.files import load_content
 from mailer.drip.job import Facts, advance
@@ -50,6 +50,7 @@ def test_a_bad_window_says_what_is_wrong(spec, zone, problem):
 
 def test_a_bad_window_setting_names_its_variable(tmp_path):
     from conftest import make_env
+
     from mailer.errors import SettingsError
     from mailer.settings import Settings
 
@@ -111,16 +112,6 @@ def test_after_the_last_step_nothing_is_due():
 
 
 # --- sequence files are checked at start-up ----------------------------------------------
-
-def broken_sequence(tmp_path, old: str, new: str):
-    content = tmp_path / "content"
-    shutil.copytree(shipped("content"), content)
-    path = content / "sequences" / "mini-guide.toml"
-    text = path.read_text(encoding="utf-8")
-    assert old in text
-    path.write_text(text.replace(old, new, 1), encoding="utf-8")
-    return content
-
 
 @pytest.mark.parametrize("old, new, message", [
     ('key = "lef-en-eigenheid"', 'key = "gids-in-de-praktijk"', r"steps\[3\] \(gids-in-de-praktijk\).key' is used"),

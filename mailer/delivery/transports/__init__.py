@@ -8,8 +8,8 @@ time inside an opened connection.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from mailer.settings import MailURL
 

@@ -7,9 +7,9 @@ import smtplib
 import socket
 import ssl
 
+from mailer.delivery.transports import Envelope, Transport
 from mailer.errors import DeliveryError
 from mailer.settings import MailURL
-from mailer.delivery.transports import Envelope, Transport
 
 
 class SMTPTransport(Transport):
