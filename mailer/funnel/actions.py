@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session
 from mailer.content.files import Notice
 from mailer.delivery.enqueue import enqueue
 from mailer.errors import InvalidLink
-from mailer.funnel.tokens import LeadLink, fingerprint
+from mailer.funnel.tokens import ClickLink, LeadLink, fingerprint
 from mailer.store import queries
-from mailer.store.tables import ConsentEvent, ConsentKind, Download, Lead, LeadStatus, MailKind
+from mailer.store.tables import Click, ConsentEvent, ConsentKind, Download, Lead, LeadStatus, MailKind
 
 # Link timestamps have whole seconds; a lead's updated_at has microseconds.
 LINK_CLOCK_SLACK = timedelta(seconds=1)
@@ -136,6 +136,16 @@ class Funnel:
         lead = self.lead_for(session, link)
         session.add(Download(lead_id=lead.id, magnet=link.magnet, at=now))
         return lead
+
+    @staticmethod
+    def record_click(session: Session, clicked: ClickLink, now: datetime) -> bool:
+        """Count a click on a tracked link; False (nothing counted) when the lead it names is
+        gone, or is another lead now (an erased lead's id is never reused, its address is)."""
+        lead = session.get(Lead, clicked.lead_id)
+        if lead is None or fingerprint(lead.email) != clicked.fingerprint:
+            return False
+        session.add(Click(lead_id=lead.id, sequence=clicked.sequence, step=clicked.step, link=clicked.link, at=now))
+        return True
 
     def lead_for(self, session: Session, link: LeadLink, lock: bool = False) -> Lead:
         """The lead a link names, or InvalidLink if it is gone (erased, purged) or was replaced."""

@@ -9,8 +9,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from mailer.errors import InvalidLink
 from mailer.funnel.links import CLICK_PREFIX, CONFIRM_PREFIX, DOWNLOAD_PREFIX, UNSUBSCRIBE_PREFIX
-from mailer.funnel.tokens import CONFIRM, DOWNLOAD, UNSUBSCRIBE, fingerprint
-from mailer.store.tables import Click, Lead
+from mailer.funnel.tokens import CONFIRM, DOWNLOAD, UNSUBSCRIBE
 from mailer.web.common import error_page, evidence, services, signup_limit
 from mailer.web.extensions import csrf, limiter
 from mailer.web.forms import NewLinkForm
@@ -120,20 +119,13 @@ def click(token: str):
     target = svc.content.organisation.links.get(clicked.link)
     if request.method == "GET":
         try:
-            _record_click(svc, clicked)
+            with svc.db.transaction() as session:
+                svc.funnel.record_click(session, clicked, svc.clock.now())
         except (OperationalError, InterfaceError):  # the visitor still gets where they were going
             current_app.logger.warning("click on %s/%s not recorded: database unavailable",
                                        clicked.sequence, clicked.step)
     # A link since removed from the content still leads somewhere: the organisation's site.
     return redirect(target or svc.content.organisation.website, code=302)
-
-
-def _record_click(svc, clicked) -> None:
-    with svc.db.transaction() as session:
-        lead = session.get(Lead, clicked.lead_id)
-        if lead is not None and fingerprint(lead.email) == clicked.fingerprint:  # not for an erased lead
-            session.add(Click(lead_id=lead.id, sequence=clicked.sequence, step=clicked.step,
-                              link=clicked.link, at=svc.clock.now()))
 
 
 def invalid_link(exc: InvalidLink):
