@@ -59,7 +59,7 @@ class Tools:
 
 @dataclass(frozen=True)
 class Kind:
-    name: MailKind
+    name: str  # the outbox rows' kind: a MailKind value for the kinds the code itself queues
     # Marketing mail goes only to those who consented: it carries List-* headers and a visible
     # unsubscribe link, uses MAILER_MARKETING_FROM, waits for the send window and the pause.
     marketing: bool
