@@ -13,7 +13,8 @@ from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 SHIPPED = ("templates", "migrations", "content")  # kept in step with mailer/resources.py
-IGNORED = shutil.ignore_patterns("__pycache__", "*.py[cod]", ".*")
+# build_guide.py makes the guide PDF from its Markdown (a development tool, needs fpdf2); the PDF ships.
+IGNORED = shutil.ignore_patterns("__pycache__", "*.py[cod]", ".*", "build_guide.py")
 
 
 class build_py_with_shipped(build_py):

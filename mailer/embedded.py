@@ -25,7 +25,8 @@ def serve(services: Services, host: str, port: int, threads: int, announce: Call
     background = Background(services)
     signal.signal(signal.SIGTERM, _exit_cleanly)
     where = settings.mail.path if settings.mail.scheme == "file" else settings.mail.scheme
-    announce(f"mailer is running: open {settings.base_url}/  (mail goes to {where}; Ctrl+C stops)")
+    announce(f"mailer is running: open {settings.base_url}/  (data in {settings.instance_path}, mail goes to "
+             f"{where}; Ctrl+C stops)")
     try:
         server.run()
     except KeyboardInterrupt:

@@ -1,5 +1,5 @@
 """Where the shipped files are (templates, migrations, the default content), and the operator's
-own copies that override them file by file."""
+own copies that override them."""
 
 from __future__ import annotations
 
@@ -23,5 +23,6 @@ def template_dirs(templates_path: Path | None) -> list[Path]:
 
 
 def content_dirs(content_path: Path | None) -> list[Path]:
-    """Where content files are looked up, in order: MAILER_CONTENT_PATH, then the shipped content."""
+    """Where content files are looked up, in order: MAILER_CONTENT_PATH, then the shipped content
+    (a file, or the magnets/ and sequences/ folders whole: see content.files.load_content)."""
     return [*([content_path] if content_path else []), shipped("content")]

@@ -25,6 +25,7 @@ class Services:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.content: Content = load_content(content_dirs(settings.content_path))
+        self.content_loaded_at = self.clock.now()  # a newer process applies sequence changes (drip/job.py)
         self.db = Database(settings.database_url, settings.sqlite_busy_timeout_ms)
 
     def check(self) -> "Services":
@@ -54,7 +55,7 @@ class Services:
         settings = self.settings
         return Drip(content=self.content, window=settings.drip_window,
                     gap=timedelta(hours=settings.drip_min_gap_hours), batch_size=settings.drip_batch_size,
-                    mail_domain=settings.mail_domain, loaded_at=self.clock.now())
+                    mail_domain=settings.mail_domain, loaded_at=self.content_loaded_at)
 
     @cached_property
     def funnel(self):

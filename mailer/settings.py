@@ -50,12 +50,14 @@ class Settings:
     base_url: str
     mail: MailURL
     instance_path: Path
-    # The operator's copies (`mailer init`); None: the shipped files only. Each overrides the
-    # shipped files one file at a time (mailer/resources.py).
+    # The operator's copies (`mailer init`); None: the shipped files only. They override the
+    # shipped files (mailer/resources.py says how).
     content_path: Path | None
     templates_path: Path | None
     # Each default below is the one the service runs with when the variable is unset (MAILER_
     # and the field's name in capitals; mail_from is MAILER_FROM); _build reads them from here.
+    # Two depend on other settings and are worked out in _build: log_mail (on for the file and
+    # console transports) and the retry policies (timing.TRANSACTIONAL and MARKETING).
     mail_from: str = "Mini guide <guide@example.nl>"
     ratelimit_storage_url: str = "memory://"
     signup_rate_limit: str = "10 per minute;50 per hour"
@@ -169,7 +171,9 @@ class _Reader:
         self.env = env
 
     def text(self, field: str) -> str:
-        return self.env.get(_variable(field)) or _DEFAULTS[field]
+        """The variable as set (an empty value too: its check says what is wrong), or the default."""
+        raw = self.env.get(_variable(field))
+        return _DEFAULTS[field] if raw is None else raw
 
     def number(self, field: str, minimum: float):
         default = _DEFAULTS[field]

@@ -1,12 +1,12 @@
 """What every command module shares: building the services, dates and times from options,
-writing a file safely, and turning database errors into one line."""
+and writing a file safely. (Errors become one line in mailer/cli/__init__.py.)"""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
-from datetime import date, datetime, time, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import click
@@ -53,10 +53,6 @@ def day_option(_ctx, param, value: str | None) -> date | None:
         return date.fromisoformat(value)
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a date like 2026-12-01", param=param) from None
-
-
-def start_of(day: date | None) -> datetime | None:
-    return None if day is None else datetime.combine(day, time(0), timezone.utc)
 
 
 class Output:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from pathlib import Path
 
 import click
@@ -74,10 +73,8 @@ def drip_preview(email: str | None, days: int, slug: str | None, now) -> None:
     from mailer.drip.plan import preview_timeline
 
     built = services(check=False)
-    settings = built.settings
-    window = settings.drip_window
-    view = preview_timeline(built.db, built.content, window, timedelta(hours=settings.drip_min_gap_hours), now,
-                            days, email=email, slug=slug)
+    window = built.drip.window
+    view = preview_timeline(built.db, built.content, window, built.drip.gap, now, days, email=email, slug=slug)
     click.echo(f"{view.sequence.slug} for {view.who}: {view.status} (window {window.spec}, {window.zone.key})")
     for mail in view.mails:
         when = window.describe(mail.at) if mail.at else "-" * 24

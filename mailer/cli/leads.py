@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import timedelta
 from pathlib import Path
 
 import click
 
-from mailer.cli.common import Output, day_option, services, start_of
+from mailer.cli.common import Output, day_option, services
 from mailer.clock import utcnow
 from mailer.store.tables import LeadStatus
 
@@ -41,8 +40,7 @@ def export_command(output, kind, excel, statuses, magnet, consent, since, until,
     from mailer.operator.export import FIELDS, Filters, Format, export_leads
 
     chosen = tuple(f.strip() for f in fields.split(",")) if fields else FIELDS
-    filters = Filters(statuses, magnet, None if consent is None else consent == "yes", start_of(since),
-                      start_of(until + timedelta(days=1)) if until else None)
+    filters = Filters.for_days(statuses, magnet, None if consent is None else consent == "yes", since, until)
     bar = click.progressbar(length=1, label="exporting", file=sys.stderr) if sys.stderr.isatty() else None
 
     def progress(step: int, total: int) -> None:

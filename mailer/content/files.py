@@ -6,7 +6,6 @@ names the file and the field.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -47,7 +46,8 @@ class Magnet:
 
 @dataclass(frozen=True)
 class Notice:
-    """The text shown beside the form; its hash identifies it in the consent evidence."""
+    """The text shown beside the form; stored with its hash for the consent evidence
+    (store/queries.notice_id)."""
 
     version: str
     marketing_label: str
@@ -56,10 +56,6 @@ class Notice:
     @property
     def full_text(self) -> str:
         return f"{self.marketing_label}\n\n{self.text}"
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.full_text.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -73,7 +69,7 @@ class Organisation:
     links: dict[str, str] = field(default_factory=dict)  # name -> URL, for link('name') in mails
 
 
-# What a step's skip_if may name; evaluated when the step falls due (see drip.py).
+# What a step's skip_if may name; evaluated when the step falls due (see drip/job.py).
 CONDITIONS = ("downloaded", "not-downloaded", "clicked", "not-clicked")
 
 
@@ -122,7 +118,9 @@ class Content:
 
 def load_content(roots: Path | list[Path]) -> Content:
     """Load and check the content. With several roots (the operator's copy first, then the
-    shipped content) each file is taken from the first root that has it."""
+    shipped content), organisation.toml and a magnet's PDF are taken from the first root that
+    has them; magnets/ and sequences/ from the first root that has that folder, whole, so a
+    magnet or sequence deleted from the copy is gone rather than taken from the shipped files."""
     layers = _Layers([roots] if isinstance(roots, Path) else list(roots))
     magnets = {}
     for path in layers.glob("magnets"):
@@ -150,7 +148,8 @@ def load_content(roots: Path | list[Path]) -> Content:
 
 class _Layers:
     """Content folders in order of precedence: a file in an earlier one hides the same file
-    (by its path inside the folder) in a later one."""
+    (by its path inside the folder) in a later one, and a listed folder (magnets/, sequences/)
+    hides the same folder."""
 
     def __init__(self, roots: list[Path]):
         self.roots = roots
@@ -165,12 +164,11 @@ class _Layers:
         return (self.first / relative).resolve()
 
     def glob(self, folder: str) -> list[Path]:
-        """The *.toml files of `folder` across the roots, one per name, sorted by name."""
-        found: dict[str, Path] = {}
+        """The *.toml files of `folder` in the first root that has that folder, sorted by name."""
         for root in self.roots:
-            for path in (root / folder).glob("*.toml"):
-                found.setdefault(path.name, path)
-        return [found[name] for name in sorted(found)]
+            if (root / folder).is_dir():
+                return sorted((root / folder).glob("*.toml"))
+        return []
 
     def beside(self, path: Path, relative: str) -> Path:
         """A file named relative to the folder of `path` (a magnet's PDF): from the first root

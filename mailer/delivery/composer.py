@@ -23,6 +23,7 @@ class Composer:
     dkim_fixed_domain: bool = False
 
     def knows(self, ref: MailRef) -> bool:
+        """Whether this process can compose the mail: its kind is known and the content has it."""
         return self.renderer.knows(ref)
 
     def sender(self, marketing: bool) -> str:

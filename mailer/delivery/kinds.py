@@ -60,10 +60,13 @@ class Tools:
 @dataclass(frozen=True)
 class Kind:
     name: str  # the outbox rows' kind: a MailKind value for the kinds the code itself queues
+    what: str  # the mail in words, for an operator: "a confirmation"
     # Marketing mail goes only to those who consented: it carries List-* headers and a visible
     # unsubscribe link, uses MAILER_MARKETING_FROM, waits for the send window and the pause.
     marketing: bool
-    priority: int  # lower is claimed first
+    # Lower is claimed first. The claim and an unsubscribe tell marketing rows by their priority
+    # (MARKETING_PRIORITY and above), so a marketing kind must have one of those (checked below).
+    priority: int
     retry: str  # the retry policy: "transactional" (MAILER_RETRY_TRANSACTIONAL) or "marketing"
     words: Callable[[Content, MailRef, Tools], Words]  # raises UnknownMail
     # The mail's main link: "confirm" or "download" (a method of funnel.links.Links).
@@ -74,6 +77,11 @@ class Kind:
     # A mail whose purpose ends with its link: not sent once older than this many days
     # (a confirmation that arrives after its link expired only confuses). Named by setting.
     lifetime_setting: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.marketing != (self.priority >= MARKETING_PRIORITY):
+            raise ValueError(f"mail kind {self.name!r}: marketing mail needs a priority of {MARKETING_PRIORITY} "
+                             "or more, transactional mail one below it")
 
     def lifetime(self, settings) -> timedelta | None:
         return timedelta(days=getattr(settings, self.lifetime_setting)) if self.lifetime_setting else None
@@ -125,11 +133,11 @@ def _drip_list(content: Content, ref: MailRef) -> tuple[str, str]:
 
 
 KINDS: dict[str, Kind] = {kind.name: kind for kind in (
-    Kind(MailKind.CONFIRM, marketing=False, priority=TRANSACTIONAL_PRIORITY, retry="transactional",
+    Kind(MailKind.CONFIRM, "a confirmation", marketing=False, priority=TRANSACTIONAL_PRIORITY, retry="transactional",
          words=_confirm, main_link="confirm", refs=_magnet_refs(MailKind.CONFIRM),
          lifetime_setting="confirm_max_age_days"),
-    Kind(MailKind.GUIDE, marketing=False, priority=TRANSACTIONAL_PRIORITY, retry="transactional",
+    Kind(MailKind.GUIDE, "a guide mail", marketing=False, priority=TRANSACTIONAL_PRIORITY, retry="transactional",
          words=_guide, main_link="download", refs=_magnet_refs(MailKind.GUIDE)),
-    Kind(MailKind.DRIP, marketing=True, priority=MARKETING_PRIORITY, retry="marketing",
+    Kind(MailKind.DRIP, "a drip mail", marketing=True, priority=MARKETING_PRIORITY, retry="marketing",
          words=_drip, main_link="download", refs=_drip_refs, list_id=_drip_list),
 )}

@@ -117,6 +117,8 @@ class MailRenderer:
         preparing it is not for this question: rendering raises it again, and the row fails alone."""
         if ref in self._prepared:
             return True
+        if ref.kind not in KINDS:  # a kind only a newer process knows (a rolling deploy)
+            return False
         try:
             self._prepare(ref)
         except UnknownMail:

@@ -1,6 +1,6 @@
 """SMTP answer -> sent, retry at T, or give up, and whom a refusal is about. Pure: no I/O, no clock.
 
-Tested with a table of cases (tests/test_outbox.py); the sender applies the decision.
+Tested with a table of cases (tests/unit/test_retry_policy.py); the sender applies the decision.
 """
 
 from __future__ import annotations

@@ -80,7 +80,8 @@ class _Work:
 
     @property
     def marketing(self) -> bool:
-        return KINDS[self.ref.kind].marketing
+        kind = KINDS.get(self.ref.kind)  # an unknown kind is released unsent (see _deliver)
+        return kind is not None and kind.marketing
 
 
 @dataclass(frozen=True)
@@ -265,7 +266,7 @@ class Sender:
         link would have expired only confuses (the visitor can ask again)."""
         max_age = self.config.lifetimes.get(item.ref.kind)
         if max_age is not None and self.clock.now() - item.queued_at > max_age:
-            return f"not sent: a {item.ref.kind} mail older than its link's {max_age.days} days"
+            return f"not sent: {KINDS[item.ref.kind].what} older than its link's {max_age.days} days"
         return ""
 
     def _record_failure(self, item: _Work, exc: DeliveryError, report: DispatchReport) -> None:

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from mailer.content.files import Content, Sequence, Step
 from mailer.drip.job import Facts, timeline
-from mailer.errors import MailerError, UnknownLead
+from mailer.errors import MailerError
 from mailer.store import queries
 from mailer.store.database import Database
 from mailer.store.tables import Click, Download, Enrollment, EnrollmentStatus, Lead, MailKind, Outbox, SequenceState
@@ -55,11 +55,7 @@ def preview_timeline(db: Database, content: Content, window: SendWindow, gap: ti
     is none), or of someone who confirms now; in sequence `slug`, by default the one of the
     lead's magnet (or the default magnet). NoSequence if there is none."""
     with db.read_only() as session:
-        lead = None
-        if email is not None:
-            lead = queries.find_lead(session, email)
-            if lead is None:
-                raise UnknownLead(email)
+        lead = None if email is None else queries.require_lead(session, email)
         magnet = lead.magnet if lead else content.default_magnet.slug
         sequence = content.sequences.get(slug) if slug else content.sequence_for(magnet)
         if sequence is None:

@@ -1,6 +1,6 @@
 """Absolute links in mails, built without a request (workers have none).
 
-The views register their routes from the same prefixes, so the two cannot drift apart.
+The pages (web/links.py) register their routes from the same prefixes, so the two cannot drift apart.
 """
 
 from __future__ import annotations

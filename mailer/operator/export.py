@@ -10,7 +10,7 @@ deleted rows: they cannot appear.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, time, timedelta, timezone
 from typing import BinaryIO, Callable
 
 from sqlalchemy import text
@@ -35,6 +35,16 @@ class Filters:
     marketing_consent: bool | None = None
     since: datetime | None = None  # signed up at or after
     until: datetime | None = None  # signed up before
+
+    @classmethod
+    def for_days(cls, statuses=(), magnet: str | None = None, marketing_consent: bool | None = None,
+                 since: date | None = None, until: date | None = None) -> "Filters":
+        """Filters for leads who signed up on `since` .. `until`: UTC days, both inclusive."""
+        def start(day: date) -> datetime:
+            return datetime.combine(day, time(0), timezone.utc)
+
+        return cls(tuple(statuses), magnet, marketing_consent, since and start(since),
+                   until and start(until + timedelta(days=1)))
 
     def sql(self, dialect, param: Callable[[str], str] = lambda name: f":{name}") -> tuple[str, dict]:
         """A WHERE condition, and its parameters' values as the dialect stores them. `param`

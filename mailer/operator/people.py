@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.orm import Session
 
-from mailer.errors import MailerError, UnknownLead
+from mailer.errors import MailerError
 from mailer.operator.figures import counts
 from mailer.store import queries
 from mailer.store.database import Database
@@ -51,18 +51,10 @@ def address_hash(key: str, email: str) -> str:
     return hmac.new(key.encode(), email.encode(), hashlib.sha256).hexdigest()
 
 
-def the_lead(session: Session, email: str, lock: str | None = None) -> Lead:
-    """The lead with this address, or UnknownLead (see queries.find_lead for `lock`)."""
-    lead = queries.find_lead(session, email, lock=lock)
-    if lead is None:
-        raise UnknownLead(email)
-    return lead
-
-
 def record(db: Database, email: str) -> dict:
     """Everything held about the person with this address (`mailer lead show` and `export`)."""
     with db.read_only() as session:
-        return lead_record(session, the_lead(session, email))
+        return lead_record(session, queries.require_lead(session, email))
 
 
 def erase_person(db: Database, transport, email: str, key: str, now: datetime) -> int:
@@ -70,7 +62,7 @@ def erase_person(db: Database, transport, email: str, key: str, now: datetime) -
     transport keeps (the embedded default's .eml files), through its own `discard`. Returns
     how many kept copies were removed. UnknownLead, or BeingSent (nothing changed)."""
     with db.transaction() as session:
-        message_ids = erase(session, the_lead(session, email, lock="erase"), key, now)
+        message_ids = erase(session, queries.require_lead(session, email, lock="erase"), key, now)
     return transport.discard(message_ids)
 
 
@@ -80,7 +72,7 @@ def unsubscribe_person(db: Database, funnel, email: str, via: str, now: datetime
     from mailer.funnel.actions import Evidence
 
     with db.transaction() as session:
-        lead = the_lead(session, email, lock="change")
+        lead = queries.require_lead(session, email, lock="change")
         return funnel.unsubscribe_lead(session, lead, lead.magnet, Evidence(None, None, f"operator:{via}"), now)
 
 

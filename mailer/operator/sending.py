@@ -12,13 +12,11 @@ from mailer.content.files import Content, Sequence, Step
 from mailer.delivery.kinds import MailRef
 from mailer.delivery.rendering import Recipient, RenderedMail
 from mailer.errors import InvalidRequest
-from mailer.operator.people import the_lead
+from mailer.store import queries
 from mailer.store.database import Database
 from mailer.store.tables import MailKind
 
 TEST_PREFIX = "[TEST] "
-
-
 
 
 @dataclass(frozen=True)
@@ -46,7 +44,7 @@ def example_recipient(db: Database, email: str | None) -> Recipient:
     first_name = "Voorbeeld"
     if email is not None:
         with db.read_only() as session:
-            first_name = the_lead(session, email).first_name
+            first_name = queries.require_lead(session, email).first_name
     return Recipient(0, "voorbeeld@example.nl", first_name)
 
 

@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from mailer.errors import UnknownLead
 from mailer.store.tables import (
     MARKETING_PRIORITY,
     NOT_STARTED,
@@ -160,6 +161,14 @@ def find_lead(session: Session, email: str, lock: str | None = None) -> Lead | N
     if lock:
         statement = statement.with_for_update(key_share=lock == "change")
     return session.scalar(statement)
+
+
+def require_lead(session: Session, email: str, lock: str | None = None) -> Lead:
+    """find_lead, or UnknownLead: for an operator who names someone by address."""
+    lead = find_lead(session, email, lock=lock)
+    if lead is None:
+        raise UnknownLead(email)
+    return lead
 
 
 def notice_id(session: Session, *, version: str, text: str, now: datetime) -> tuple[int, bool]:

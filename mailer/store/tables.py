@@ -66,8 +66,8 @@ class OutboxStatus(enum.StrEnum):
 
     QUEUED = "queued"
     SENDING = "sending"
-    SENT = "sent"
     DEFERRED = "deferred"
+    SENT = "sent"
     FAILED = "failed"
     CANCELLED = "cancelled"
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 import re
 
 import pytest
+from conftest import Visitor
 from sqlalchemy import select
+from test_funnel import confirm, deliver
 
 from mailer.delivery import kinds
 from mailer.delivery.enqueue import enqueue
@@ -15,9 +17,6 @@ from mailer.delivery.kinds import Kind, MailRef, Words
 from mailer.delivery.transports.memory import MemoryTransport
 from mailer.store.tables import MARKETING_PRIORITY, Lead, Outbox
 from mailer.web import create_app
-
-from conftest import Visitor
-from test_funnel import confirm, deliver
 
 NOTICE_PRIORITY = 3  # neither of the shipped priorities, so the row shows where it came from
 
@@ -64,9 +63,9 @@ def _news_words(content, ref: MailRef, tools) -> Words:
                  {"magnet": content.magnets[ref.magnet], "unsubscribe": tools.unsubscribe})
 
 
-NOTICE = Kind("notice", marketing=False, priority=NOTICE_PRIORITY, retry="transactional", words=_notice_words,
+NOTICE = Kind("notice", "a notice", marketing=False, priority=NOTICE_PRIORITY, retry="transactional", words=_notice_words,
               main_link="download", refs=lambda content: (MailRef("notice", slug) for slug in content.magnets))
-NEWSLETTER = Kind("nieuwsbrief", marketing=True, priority=MARKETING_PRIORITY, retry="marketing",
+NEWSLETTER = Kind("nieuwsbrief", "a newsletter", marketing=True, priority=MARKETING_PRIORITY, retry="marketing",
                   words=_news_words, main_link="download",
                   refs=lambda content: (MailRef("nieuwsbrief", slug) for slug in content.magnets),
                   list_id=lambda content, ref: ("Nieuwsbrief trainingsbureau", "nieuwsbrief"))

@@ -6,7 +6,9 @@ from __future__ import annotations
 from email import message_from_bytes, policy
 
 import pytest
+from conftest import Visitor
 from sqlalchemy import func, select, update
+from test_funnel import confirm, deliver
 
 from mailer.errors import InvalidRequest, UnknownLead
 from mailer.operator import outbox
@@ -16,9 +18,6 @@ from mailer.operator.sending import send_test
 from mailer.store import queries
 from mailer.store.tables import ConsentEvent, Lead, Outbox, OutboxStatus, Suppression
 from mailer.web import create_app
-
-from conftest import Visitor
-from test_funnel import confirm, deliver
 
 
 def count(services, model, *where) -> int:
