@@ -167,17 +167,19 @@ def broken_sequence(tmp_path, old: str, new: str) -> Path:
 
 
 def as_marketing(services, *recipients: str) -> None:
-    """Make queued mail marketing mail (the first step of the shipped sequence), for delivery
-    tests about marketing: its own From, retry policy, pause and send window."""
-    from mailer.store.tables import MARKETING_PRIORITY, MailKind, Outbox
+    """Make queued mail marketing mail (the first step of the shipped sequence) to leads who
+    confirmed with marketing consent, for delivery tests about marketing: its own From, retry
+    policy, pause and send window."""
+    from mailer.store.tables import MARKETING_PRIORITY, Lead, LeadStatus, MailKind, Outbox
 
     step = services.content.sequences["mini-guide"].steps[0].key
-    statement = Outbox.__table__.update()
+    mail, leads = Outbox.__table__.update(), Lead.__table__.update()
     if recipients:
-        statement = statement.where(Outbox.recipient.in_(recipients))
+        mail, leads = mail.where(Outbox.recipient.in_(recipients)), leads.where(Lead.email.in_(recipients))
     with services.db.transaction() as session:
-        session.execute(statement.values(kind=MailKind.DRIP.value, sequence="mini-guide", step=step,
-                                          priority=MARKETING_PRIORITY))
+        session.execute(mail.values(kind=MailKind.DRIP.value, sequence="mini-guide", step=step,
+                                    priority=MARKETING_PRIORITY))
+        session.execute(leads.values(status=LeadStatus.CONFIRMED.value, marketing_consent=True))
 
 
 # --- a visitor ---------------------------------------------------------------------------

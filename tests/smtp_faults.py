@@ -22,6 +22,9 @@ Every fault happens on the wire:
   has it), then the connection is closed (FIN) without any reply: an unknown outcome for the client.
 * ``slow_after_data``: the message is read and recorded, then ``250`` is sent only after
   ``seconds`` (``asyncio.sleep``: other connections are served meanwhile).
+* ``hold_at_rcpt``: ``RCPT TO:<address>`` is answered only once the test releases it (the
+  returned ``Hold``'s ``reached`` is set when the command arrives; set its ``release``), so a
+  test can act while a message is in the middle of being handed over.
 * A ``421`` reply at RCPT or after DATA closes the connection after it, as RFC 5321 says.
 
 ``times=N`` limits a rule to the first N times it applies (``times=1``: misbehave once, then
@@ -47,7 +50,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
-__all__ = ["FaultySMTPServer", "Received", "faulty_smtp"]
+__all__ = ["FaultySMTPServer", "Hold", "Received", "faulty_smtp"]
 
 
 class Received(NamedTuple):
@@ -55,6 +58,15 @@ class Received(NamedTuple):
 
     recipients: tuple[str, ...]
     data: bytes
+
+
+@dataclass
+class Hold:
+    """A RCPT held by the server: `reached` when the command arrived; the reply waits for `release`."""
+
+    address: str
+    reached: threading.Event
+    release: threading.Event
 
 
 @dataclass
@@ -133,6 +145,7 @@ class FaultySMTPServer:
         self.port = port or free_port()
         self.received: list[Received] = []
         self._rules: list[_Rule] = []
+        self._holds: dict[str, Hold] = {}
         self._changed = threading.Condition()
         self._armed = False       # the controller's own start-up probe connection gets a plain 220
         self._controller: _Controller | None = None
@@ -183,6 +196,13 @@ class FaultySMTPServer:
     def slow_after_data(self, address: str, seconds: float, times: int | None = None) -> None:
         """Read and record the whole message, then wait `seconds` before replying 250."""
         self._add(_Rule("data", address.lower(), "250 OK", times, delay=seconds, record=True))
+
+    def hold_at_rcpt(self, address: str) -> Hold:
+        """Hold the reply to RCPT TO:<address> until `release` is set (at most 30 s), once."""
+        hold = Hold(address.lower(), threading.Event(), threading.Event())
+        with self._changed:
+            self._holds[hold.address] = hold
+        return hold
 
     def pending(self) -> list[str]:
         """Rules limited by `times` that have not been used up (a typo'd address shows here)."""
@@ -236,6 +256,12 @@ class FaultySMTPServer:
         return None if rule is None else rule.reply
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        with self._changed:
+            hold = self._holds.pop(address.lower(), None)
+        if hold is not None:
+            hold.reached.set()
+            # Waits in a thread, so the server's loop goes on serving other connections.
+            await asyncio.get_running_loop().run_in_executor(None, hold.release.wait, 30)
         rule = self._take("rcpt", [address.lower()])
         if rule is None:
             envelope.rcpt_tos.append(address)

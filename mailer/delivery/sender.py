@@ -212,11 +212,15 @@ class Sender:
             log.warning("outbox row %s: %s is not in this process's content; released", item.id, item.ref.describe())
             self._release([item], report)
             return
-        if item.marketing and not self._write(
-                lambda db: queries.still_claimed(db, row_id=item.id, worker=self.worker)):
-            # Cancelled since the claim (the lead unsubscribed, an operator cancelled it).
-            report.count(OutboxStatus.CANCELLED, item.recipient.email, None, "cancelled before sending")
-            return
+        if item.marketing:
+            wanted = self._write(lambda db: queries.marketing_claim(db, row_id=item.id, worker=self.worker))
+            if wanted is None:  # no longer ours: cancelled meanwhile, or another worker has it
+                report.count(OutboxStatus.CANCELLED, item.recipient.email, None, "cancelled before sending")
+                return
+            if not wanted:  # the lead unsubscribed (or proved undeliverable) after the claim
+                self._record(item, OutboxStatus.CANCELLED, None, "not sent: the lead unsubscribed", report,
+                             attempted=False)
+                return
         try:
             envelope, mail = self.composer.compose(item.ref, item.recipient, item.message_id)
             self.transport.send_messages([envelope])

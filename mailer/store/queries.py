@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from contextlib import contextmanager
 from datetime import datetime
+from typing import Iterator
 
-from sqlalchemy import Connection, bindparam, case, func, select, text, type_coerce, update
+from sqlalchemy import Connection, bindparam, case, delete, func, insert, select, text, type_coerce, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -20,6 +22,7 @@ from mailer.store.tables import (
     Download,
     Enrollment,
     EnrollmentStatus,
+    Erasure,
     Lead,
     LeadStatus,
     MailKind,
@@ -120,15 +123,16 @@ def mark_undeliverable(db: Session | Connection, *, lead_id: int, reply: str, no
 
 
 def stop_marketing(db: Session | Connection, *, lead_id: int, reason: str, now: datetime) -> int:
-    """The lead wants no more marketing mail: its enrollments stop and its marketing mail not
-    yet handed to the relay is cancelled, including rows a worker has claimed (the worker
-    checks the row just before sending, see still_claimed). Returns the rows cancelled."""
+    """The lead wants no more marketing mail: its enrollments stop and its waiting marketing
+    mail is cancelled. Rows a worker holds are left to it: the worker asks `marketing_claim`
+    just before sending and cancels them itself, and a mail already on its way to the relay is
+    recorded as what it was (sent, or not). Returns the rows cancelled."""
     _stop_lead_enrollments(db, lead_id, now)
     return db.execute(
         update(Outbox)
         .where(Outbox.lead_id == lead_id, Outbox.priority >= MARKETING_PRIORITY,
-               Outbox.status.in_([OutboxStatus.QUEUED, OutboxStatus.DEFERRED, OutboxStatus.SENDING]))
-        .values(status=OutboxStatus.CANCELLED.value, last_error=reason, claimed_by=None, claimed_until=None)
+               Outbox.status.in_([OutboxStatus.QUEUED, OutboxStatus.DEFERRED]))
+        .values(status=OutboxStatus.CANCELLED.value, last_error=reason)
     ).rowcount
 
 
@@ -137,13 +141,16 @@ def _stop_lead_enrollments(db: Session | Connection, lead_id: int, now: datetime
                .values(status=EnrollmentStatus.STOPPED.value, next_due_at=None, updated_at=now))
 
 
-def still_claimed(db: Session | Connection, *, row_id: int, worker: str) -> bool:
-    """Whether a claimed row is still this worker's to send: asked just before a marketing mail
-    goes out, so an unsubscribe that cancelled it after the claim stops it (one indexed read)."""
-    return db.execute(
-        select(Outbox.id).where(Outbox.id == row_id, Outbox.claimed_by == worker,
-                                Outbox.status == OutboxStatus.SENDING)
-    ).first() is not None
+def marketing_claim(db: Session | Connection, *, row_id: int, worker: str) -> bool | None:
+    """Asked just before a marketing mail goes out: None if the row is no longer this worker's
+    (cancelled, or taken over after the lease ran out); else whether its lead still wants
+    marketing mail (confirmed, with consent), so an unsubscribe after the claim stops it.
+    One read by primary keys."""
+    row = db.execute(
+        select(Lead.status, Lead.marketing_consent).join(Outbox, Outbox.lead_id == Lead.id)
+        .where(Outbox.id == row_id, Outbox.claimed_by == worker, Outbox.status == OutboxStatus.SENDING)
+    ).first()
+    return None if row is None else (row.status == LeadStatus.CONFIRMED and row.marketing_consent)
 
 
 def pause_marketing(db: Session | Connection, *, reason: str, now: datetime) -> None:
@@ -172,14 +179,17 @@ def require_lead(session: Session, email: str, lock: str | None = None) -> Lead:
 
 
 def notice_id(session: Session, *, version: str, text: str, now: datetime) -> tuple[int, bool]:
-    """The id of the stored consent notice with exactly this text, stored now if it is new;
-    and whether this transaction stored it (then the id lives only as long as the transaction).
+    """The id of the stored consent notice with exactly this version label and this text,
+    stored now if it is new; and whether this transaction stored it (then the id lives only as
+    long as the transaction). A new label for the same text, or a changed text under the same
+    label, is a new notice: the evidence shows both what was shown and what it was called.
 
-    A savepoint guards the insert: another process may store the same text at the same moment
-    (the hash is UNIQUE), and then its row is the one.
+    A savepoint guards the insert: another process may store the same notice at the same
+    moment (version and hash are UNIQUE together), and then its row is the one.
     """
     digest = hashlib.sha256(text.encode()).hexdigest()
-    found = session.scalar(select(ConsentNotice.id).where(ConsentNotice.sha256 == digest))
+    lookup = select(ConsentNotice.id).where(ConsentNotice.version == version, ConsentNotice.sha256 == digest)
+    found = session.scalar(lookup)
     if found is not None:
         return found, False
     row = ConsentNotice(version=version, sha256=digest, text=text, created_at=now)
@@ -187,8 +197,32 @@ def notice_id(session: Session, *, version: str, text: str, now: datetime) -> tu
         with session.begin_nested():
             session.add(row)
     except IntegrityError:
-        return session.scalar(select(ConsentNotice.id).where(ConsentNotice.sha256 == digest)), False
+        return session.scalar(lookup), False
     return row.id, True
+
+
+def notice_version_reused(session: Session, *, version: str, text: str) -> bool:
+    """Whether a stored notice carries this version label with another text: the notice was
+    edited but its version was not (Services.check warns). Uses the (version, sha256) index."""
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    return session.scalar(select(ConsentNotice.id).where(ConsentNotice.version == version,
+                                                         ConsentNotice.sha256 != digest).limit(1)) is not None
+
+
+@contextmanager
+def erasure(session: Session, lead_ids: list[int]) -> Iterator[None]:
+    """Mark this transaction as erasing exactly these leads, for the statements inside the
+    `with`: the database's DELETE trigger on consent_events (migration 0004) lets their
+    events go, and only theirs. The marks are removed at the end of the block, inside the same
+    transaction, so they are never committed; if the block fails, the caller's rollback takes
+    them with everything else. (PostgreSQL: uncommitted rows are seen only by their own
+    transaction, so no other transaction can use them. SQLite: one writer at a time.)"""
+    if not lead_ids:
+        yield
+        return
+    session.execute(insert(Erasure), [{"lead_id": lead_id} for lead_id in lead_ids])
+    yield
+    session.execute(delete(Erasure).where(Erasure.lead_id.in_(lead_ids)))
 
 
 def resume_marketing(session: Session) -> bool:

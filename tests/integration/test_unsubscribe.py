@@ -180,6 +180,44 @@ def test_drip_mail_uses_the_marketing_sender_and_leaves_transactional_mail_first
     assert [m["Subject"] for m in transport.parsed()] == ["Bevestig je aanvraag voor de mini guide"]
 
 
+def test_a_mail_the_relay_accepts_while_the_lead_unsubscribes_is_recorded_as_sent(
+        make_services, database_url, clock, faulty_smtp):
+    import threading
+
+    from conftest import Visitor
+
+    from mailer.delivery.transports.smtp import SMTPTransport
+    from mailer.operator.figures import funnel_figures
+    from mailer.store.tables import DeliveryAttempt
+    from mailer.web import create_app
+
+    services = make_services(database_url, MAILER_MAIL_URL=faulty_smtp.url)
+    app = create_app(services=services)
+    client = app.test_client()
+    _, mail = first_drip_mail(services, Visitor(client, clock), client, clock)
+    queue_second_step(services, clock)
+    hold = faulty_smtp.hold_at_rcpt("anne@gemeente.nl")  # the relay takes its time over RCPT
+    sender = services.sender(SMTPTransport(services.settings.mail), worker="test")
+    reports = []
+    worker = threading.Thread(target=lambda: reports.append(sender.dispatch()))
+    worker.start()
+    assert hold.reached.wait(10), "the sender never reached RCPT"
+    # Past the check before sending: the mail is being handed over when the click lands.
+    assert client.post(unsubscribe_path(mail), data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    hold.release.set()
+    worker.join(timeout=30)
+    assert reports and reports[0].sent == 1
+    assert faulty_smtp.wait_for(1, timeout=5)  # it arrived
+    with services.db.read_only() as session:
+        row = session.scalar(select(Outbox).where(Outbox.step == "nog-niet-gelezen"))
+        assert (row.status, row.attempts) == ("sent", 1)
+        [attempt] = session.scalars(select(DeliveryAttempt).where(DeliveryAttempt.outbox_id == row.id)).all()
+        assert attempt.code == 250
+    assert lead(services, "anne@gemeente.nl").status == "unsubscribed"
+    [figures] = funnel_figures(services.db, services.content)
+    assert figures.steps["mini-guide/nog-niet-gelezen"]["sent"] == 1  # the figures count it
+
+
 def test_unsubscribing_stops_an_undeliverable_address_too_without_reviving_it(services, visitor, client, clock):
     _, mail = first_drip_mail(services, visitor, client, clock)
     with services.db.transaction() as session:
