@@ -24,7 +24,8 @@ class Services:
     def __init__(self, settings: Settings, clock=None):
         self.settings = settings
         self.clock = clock or SystemClock()
-        self.content: Content = load_content(content_dirs(settings.content_path))
+        # The privacy statement in the content quotes the retention settings (content/files.py).
+        self.content: Content = load_content(content_dirs(settings.content_path), settings)
         self.content_loaded_at = self.clock.now()  # a newer process applies sequence changes (drip/job.py)
         self.db = Database(settings.database_url, settings.sqlite_busy_timeout_ms)
 
@@ -34,7 +35,29 @@ class Services:
         if self.content.sequences and not self.settings.is_https and not self.settings.embedded:
             log.warning("MAILER_BASE_URL is not https: marketing mail goes out without one-click unsubscribe "
                         "(RFC 8058), which Gmail and Yahoo require of bulk senders")
+        self._check_notice_version()
         return self
+
+    def _check_notice_version(self) -> None:
+        """Warn when the privacy notice's text changed but its version label did not. Skipped
+        when the database cannot answer (not migrated yet, unreachable): that is not this check's
+        to report."""
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from mailer.store.queries import notice_version_reused
+
+        notice = self.content.organisation.notice
+        try:
+            with self.db.read_only() as session:
+                reused = notice_version_reused(session, version=notice.version, text=notice.full_text)
+        except SQLAlchemyError as exc:
+            log.debug("notice version not checked: %s", exc)
+            return
+        if reused:
+            log.warning("the privacy notice text changed (the box's label, the notice or the privacy statement "
+                        "with its figures from the settings) but organisation.toml [privacy] version is still "
+                        "%r: consent evidence now holds two texts under that label; give the new text a new "
+                        "version", notice.version)
 
     @cached_property
     def signer(self):
@@ -87,7 +110,7 @@ class Services:
             dkim = DKIMSigner.from_settings(settings.dkim_selector, settings.dkim_domain or settings.mail_domain,
                                             settings.dkim_key_file)
         return Composer(self.renderer, settings.mail_from, settings.marketing_from, self.clock, dkim,
-                        dkim_fixed_domain=bool(settings.dkim_domain))
+                        dkim_fixed_domain=bool(settings.dkim_domain), reply_to=settings.reply_to)
 
     def page_loader(self):
         """The web pages' templates: the operator's copy first, then the shipped ones."""

@@ -19,9 +19,22 @@ from email_validator import EmailNotValidError, validate_email
 from limits import parse_many
 
 from mailer.errors import SettingsError
-from mailer.timing import MARKETING, TRANSACTIONAL, RetryPolicy, SendWindow, WindowError, parse_policy
+from mailer.timing import (
+    MARKETING,
+    TRANSACTIONAL,
+    RetryPolicy,
+    SendWindow,
+    WindowError,
+    check_country,
+    parse_policy,
+    parse_quiet_dates,
+)
 
 DRIP_WINDOW, DRIP_TIMEZONE = "mon-fri 09:00-17:00", "Europe/Amsterdam"
+# The window skips the public holidays of this country (a code of the holidays package; empty:
+# none). The default is known to the package (tests/unit/test_holidays.py), so only another
+# code is checked at start-up, which spares every command the package's import.
+DRIP_HOLIDAYS = "NL"
 MAIL_SCHEMES = ("smtp", "smtp+starttls", "smtps", "file", "console", "memory")
 
 
@@ -73,12 +86,13 @@ class Settings:
     lease_seconds: int = 300
     sqlite_busy_timeout_ms: int = 5000
     marketing_from: str | None = None  # From of marketing mail; default: mail_from
+    reply_to: str | None = None  # Reply-To of every mail (a person reads it); default: none
     dkim_selector: str | None = None
     dkim_domain: str | None = None
     dkim_key_file: Path | None = None
     send_rate: str | None = None  # e.g. "20 per second;5000 per hour", for all workers together
     send_concurrency: int = 1
-    drip_window: SendWindow = SendWindow.parse(DRIP_WINDOW, DRIP_TIMEZONE)
+    drip_window: SendWindow = SendWindow.parse(DRIP_WINDOW, DRIP_TIMEZONE, holidays=DRIP_HOLIDAYS)
     drip_interval: float = 60.0
     drip_batch_size: int = 500
     drip_min_gap_hours: float = 24.0  # at most one drip mail per lead in this many hours
@@ -149,6 +163,7 @@ def _build(env: dict[str, str]) -> Settings:
         send_concurrency=read.number("send_concurrency", minimum=1),
         marketing_from=_address("MAILER_MARKETING_FROM", env["MAILER_MARKETING_FROM"])
         if env.get("MAILER_MARKETING_FROM") else None,
+        reply_to=_address("MAILER_REPLY_TO", env["MAILER_REPLY_TO"]) if env.get("MAILER_REPLY_TO") else None,
         drip_window=_window(env),
         drip_interval=read.number("drip_interval", minimum=1),
         drip_batch_size=read.number("drip_batch_size", minimum=1),
@@ -338,11 +353,23 @@ def _dkim(env: dict[str, str]) -> dict:
 def _window(env: dict[str, str]) -> SendWindow:
     spec = env.get("MAILER_DRIP_WINDOW") or DRIP_WINDOW
     zone = env.get("MAILER_DRIP_TIMEZONE") or DRIP_TIMEZONE
+    # Unset: the default; set but empty: no holidays.
+    country = env.get("MAILER_DRIP_HOLIDAYS", DRIP_HOLIDAYS).strip().upper()
+    quiet_spec = (env.get("MAILER_DRIP_QUIET_DATES") or "").strip()
     try:
-        return SendWindow.parse(spec, zone)
+        window = SendWindow.parse(spec, zone)
     except WindowError as exc:
         name = "MAILER_DRIP_TIMEZONE" if "time zone" in str(exc) else "MAILER_DRIP_WINDOW"
         raise SettingsError(f"{name}: {exc}") from None
+    try:
+        country = check_country(country) if country and country != DRIP_HOLIDAYS else country
+    except WindowError as exc:
+        raise SettingsError(f"MAILER_DRIP_HOLIDAYS: {exc}; leave it empty for none") from None
+    try:
+        quiet = parse_quiet_dates(quiet_spec)
+    except WindowError as exc:
+        raise SettingsError(f"MAILER_DRIP_QUIET_DATES: {exc}") from None
+    return window.with_closed_days(holidays=country or None, quiet=quiet)
 
 
 def _storage_url(value: str) -> str:

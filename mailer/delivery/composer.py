@@ -21,6 +21,7 @@ class Composer:
     # With DKIM on, each mail is signed for the domain of its own From (DMARC alignment),
     # unless MAILER_DKIM_DOMAIN names one domain for all.
     dkim_fixed_domain: bool = False
+    reply_to: str | None = None  # Reply-To of every mail (MAILER_REPLY_TO); None: no such header
 
     def knows(self, ref: MailRef) -> bool:
         """Whether this process can compose the mail: its kind is known and the content has it."""
@@ -43,7 +44,7 @@ class Composer:
         marketing = KINDS[ref.kind].marketing
         sender = self.sender(marketing)
         data = build_message(sender=sender, recipient=recipient, mail=mail, message_id=message_id,
-                             date=self.clock.now())
+                             date=self.clock.now(), reply_to=self.reply_to)
         if self.dkim is not None:
             data = self.dkim.sign(data, None if self.dkim_fixed_domain else self.domain(marketing))
         return Envelope(envelope_sender(sender), (recipient.email,), data, message_id), mail

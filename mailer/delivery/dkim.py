@@ -10,7 +10,7 @@ from mailer.errors import SettingsError
 
 # Signed when present; From is required by RFC 6376, and RFC 8058 wants List-Unsubscribe and
 # List-Unsubscribe-Post covered, or receivers ignore the one-click header.
-SIGNED_HEADERS = [b"from", b"to", b"subject", b"date", b"message-id", b"mime-version", b"content-type",
+SIGNED_HEADERS = [b"from", b"reply-to", b"to", b"subject", b"date", b"message-id", b"mime-version", b"content-type",
                   b"list-id", b"list-unsubscribe", b"list-unsubscribe-post"]
 
 

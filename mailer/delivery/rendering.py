@@ -187,9 +187,11 @@ BOUNDARY = "=_mailer_alternative"
 
 
 def build_message(
-    *, sender: str, recipient: Recipient, mail: RenderedMail, message_id: str, date: datetime
+    *, sender: str, recipient: Recipient, mail: RenderedMail, message_id: str, date: datetime,
+    reply_to: str | None = None,
 ) -> bytes:
     """The RFC 5322 bytes: multipart/alternative with text first, HTML second, CRLF line ends.
+    With `reply_to` (MAILER_REPLY_TO), a Reply-To header: a reply reaches a person.
 
     Written out directly rather than through email.message.EmailMessage, which costs about
     3 ms a message here against 0.1 ms; tests parse the result with the standard parser.
@@ -197,7 +199,8 @@ def build_message(
     headers = (
         f"Date: {format_datetime(date)}\r\n"
         f"From: {_from_header(sender)}\r\n"
-        f"To: {_to_header(recipient.first_name, recipient.email)}\r\n"
+        + (f"Reply-To: {_from_header(reply_to)}\r\n" if reply_to else "")
+        + f"To: {_to_header(recipient.first_name, recipient.email)}\r\n"
         f"Subject: {_subject(mail.subject)}\r\n"
         f"Message-ID: {_one_line(message_id)}\r\n"
         + "".join(f"{name}: {_one_line(value)}\r\n" for name, value in mail.headers)
