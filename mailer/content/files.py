@@ -1,4 +1,5 @@
-"""Content as files: the organisation, its privacy notice, the lead magnets and their sequences.
+"""Content as files: the organisation, its privacy notice and statement, the lead magnets and
+their sequences.
 
 Loaded and checked once at start-up; a bad file stops the service with an error that
 names the file and the field.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -38,6 +39,7 @@ class Magnet:
     button: str
     confirm_mail: MailText
     guide_mail: MailText
+    consent_mail: MailText  # to a confirmed lead who ticks the marketing box on a later signup
 
     @property
     def link_max_age_seconds(self) -> int:
@@ -46,16 +48,43 @@ class Magnet:
 
 @dataclass(frozen=True)
 class Notice:
-    """The text shown beside the form; stored with its hash for the consent evidence
-    (store/queries.notice_id)."""
+    """What a visitor is told with the form: the label of the marketing box, the short notice
+    under it, and the privacy statement it links to, as /privacy shows it (its figures filled
+    in). The whole is stored with its hash as the consent evidence (store/queries.notice_id)."""
 
     version: str
     marketing_label: str
     text: str
+    statement: str = ""  # PrivacyStatement.text
 
     @property
     def full_text(self) -> str:
-        return f"{self.marketing_label}\n\n{self.text}"
+        return "\n\n".join(part for part in (self.marketing_label, self.text, self.statement) if part)
+
+
+@dataclass(frozen=True)
+class Block:
+    """A part of the privacy statement: a heading ("h2", "h3"), a paragraph ("p") or a list ("ul")."""
+
+    kind: str
+    text: str = ""
+    items: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PrivacyStatement:
+    """The privacy statement (/privacy) from privacy.md, its {placeholders} filled in."""
+
+    title: str
+    blocks: tuple[Block, ...]
+
+    @property
+    def text(self) -> str:
+        """The statement as a visitor reads it, in plain text: part of the consent evidence."""
+        parts = [self.title]
+        for block in self.blocks:
+            parts.append("\n".join(f"- {item}" for item in block.items) if block.kind == "ul" else block.text)
+        return "\n\n".join(parts)
 
 
 @dataclass(frozen=True)
@@ -67,6 +96,7 @@ class Organisation:
     default_magnet: str
     notice: Notice
     links: dict[str, str] = field(default_factory=dict)  # name -> URL, for link('name') in mails
+    processors: tuple[str, ...] = ()  # who processes the data on the operator's behalf ([privacy])
 
 
 # What a step's skip_if may name; evaluated when the step falls due (see drip/job.py).
@@ -106,6 +136,7 @@ class Content:
     organisation: Organisation
     magnets: dict[str, Magnet]
     sequences: dict[str, Sequence] = field(default_factory=dict)
+    privacy: PrivacyStatement | None = None
 
     @property
     def default_magnet(self) -> Magnet:
@@ -116,11 +147,14 @@ class Content:
         return next((s for s in self.sequences.values() if s.magnet == magnet), None)
 
 
-def load_content(roots: Path | list[Path]) -> Content:
+def load_content(roots: Path | list[Path], settings=None) -> Content:
     """Load and check the content. With several roots (the operator's copy first, then the
-    shipped content), organisation.toml and a magnet's PDF are taken from the first root that
-    has them; magnets/ and sequences/ from the first root that has that folder, whole, so a
-    magnet or sequence deleted from the copy is gone rather than taken from the shipped files."""
+    shipped content), organisation.toml, privacy.md and a magnet's PDF are taken from the first
+    root that has them; magnets/ and sequences/ from the first root that has that folder, whole,
+    so a magnet or sequence deleted from the copy is gone rather than taken from the shipped files.
+
+    The privacy statement quotes retention figures from `settings` (the Settings that enforce
+    them; their defaults when None), so what it says and what the service does cannot drift."""
     layers = _Layers([roots] if isinstance(roots, Path) else list(roots))
     magnets = {}
     for path in layers.glob("magnets"):
@@ -143,7 +177,9 @@ def load_content(roots: Path | list[Path]) -> Content:
             raise ContentError(f"{path}: magnet {sequence.magnet!r} already has the sequence {taken.slug!r}; "
                                "a magnet has one sequence")
         sequences[sequence.slug] = sequence
-    return Content(organisation, magnets, sequences)
+    statement = _load_statement(layers.find(STATEMENT_FILE), _statement_values(organisation, magnets, settings))
+    organisation = replace(organisation, notice=replace(organisation.notice, statement=statement.text))
+    return Content(organisation, magnets, sequences, statement)
 
 
 class _Layers:
@@ -262,6 +298,7 @@ def _load_magnet(path: Path, layers: _Layers) -> Magnet:
         button=landing.text("button"),
         confirm_mail=_mail_text(mail.table("confirm")),
         guide_mail=_mail_text(mail.table("guide")),
+        consent_mail=_mail_text(mail.table("consent")),
     )
 
 
@@ -329,6 +366,10 @@ def _load_organisation(path: Path) -> Organisation:
     ):
         raise fields.fail("links", "must be a table of lines like name = \"https://...\" (names: "
                                    "lowercase letters, digits, dashes)")
+    processors = privacy.texts("processors")
+    if not processors:
+        raise privacy.fail("processors", "must name at least one processor: who handles the data for you, "
+                                         "such as the mail relay (a list of texts)")
     return Organisation(
         name=fields.text("name"),
         postal_address=fields.text("postal_address"),
@@ -341,4 +382,109 @@ def _load_organisation(path: Path) -> Organisation:
             text=privacy.text("notice"),
         ),
         links=dict(links),
+        processors=tuple(" ".join(p.split()) for p in processors),
     )
+
+
+# The privacy statement: a small part of Markdown (a "# " title, "## " and "### " headings,
+# paragraphs, "- " lists, <!-- comments --> on lines of their own) with {placeholders}.
+STATEMENT_FILE = "privacy.md"
+PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+DEFAULT_TITLE = "Privacyverklaring"
+
+
+def _statement_values(organisation: Organisation, magnets: dict[str, Magnet], settings) -> dict[str, str | tuple]:
+    """What the statement's {placeholders} may name: the organisation, and the retention figures
+    from the settings and the magnets that enforce them. A tuple is a list: "A, B en C" inside
+    a sentence, one item each as a list item of its own ("- {processors}")."""
+    if settings is None:
+        from mailer.settings import Settings
+
+        settings = Settings  # the class: its fields' defaults
+    lifetimes = sorted({m.link_max_age_days for m in magnets.values()})
+    notice = organisation.notice
+    return {
+        "organisation": organisation.name,
+        "postal_address": organisation.postal_address,
+        "website": organisation.website,
+        "privacy_contact": organisation.privacy_contact,
+        "processors": organisation.processors,
+        "version": notice.version,
+        "marketing_label": notice.marketing_label,
+        "pending_max_age_days": str(settings.pending_max_age_days),
+        "confirm_max_age_days": str(settings.confirm_max_age_days),
+        # One figure, or the range when magnets differ ("14 tot 30").
+        "link_max_age_days": str(lifetimes[0]) if len(lifetimes) == 1 else f"{lifetimes[0]} tot {lifetimes[-1]}",
+    }
+
+
+def _dutch_list(items: tuple[str, ...]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " en " + items[-1]
+
+
+def _load_statement(path: Path, values: dict[str, str | tuple]) -> PrivacyStatement:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise ContentError(f"{path}: file not found") from None
+    except UnicodeDecodeError:
+        raise ContentError(f"{path}: not UTF-8 text") from None
+
+    def fill(number: int, line: str) -> str:
+        def value(match: re.Match) -> str:
+            if match[1] not in values:
+                raise ContentError(f"{path}: line {number}: unknown placeholder {match[0]} "
+                                   f"(known: {', '.join('{' + name + '}' for name in values)})")
+            found = values[match[1]]
+            return _dutch_list(found) if isinstance(found, tuple) else found
+        return PLACEHOLDER.sub(value, line)
+
+    title: str | None = None
+    blocks: list[Block] = []
+    paragraph: list[str] = []
+    items: list[str] = []
+    in_comment = False
+
+    def flush() -> None:
+        if paragraph:
+            blocks.append(Block("p", " ".join(paragraph)))
+            paragraph.clear()
+        if items:
+            blocks.append(Block("ul", items=tuple(items)))
+            items.clear()
+
+    for number, raw in enumerate(lines, 1):
+        stripped = raw.strip()
+        if in_comment or stripped.startswith("<!--"):
+            in_comment = "-->" not in stripped
+            continue
+        line = " ".join(fill(number, stripped).split())
+        if not line:
+            flush()
+        elif line.startswith("# "):
+            if title is not None or blocks or paragraph or items:
+                raise ContentError(f"{path}: line {number}: a '# ' title comes once, at the top; "
+                                   "use '## ' for a section")
+            title = line[2:].strip()
+        elif line.startswith(("## ", "### ")):
+            flush()
+            level, _, heading = line.partition(" ")
+            blocks.append(Block(f"h{len(level)}", heading.strip()))
+        elif line.startswith(("- ", "* ")):
+            if paragraph:
+                flush()
+            whole = PLACEHOLDER.fullmatch(stripped[2:].strip())
+            if whole and isinstance(values.get(whole[1]), tuple):
+                items.extend(values[whole[1]])  # "- {processors}": an item each
+            else:
+                items.append(line[2:].strip())
+        elif items:  # a continued list item
+            items[-1] += " " + line
+        else:
+            paragraph.append(line)
+    flush()
+    if in_comment:
+        raise ContentError(f"{path}: a comment (<!--) is not closed (-->)")
+    if not blocks:
+        raise ContentError(f"{path}: the privacy statement is empty")
+    return PrivacyStatement(title or DEFAULT_TITLE, tuple(blocks))

@@ -105,6 +105,13 @@ def _guide(content: Content, ref: MailRef, tools: Tools) -> Words:
                                         "link_days": magnet.link_max_age_days})
 
 
+def _consent(content: Content, ref: MailRef, tools: Tools) -> Words:
+    magnet = content.magnets[ref.magnet]
+    mail = magnet.consent_mail
+    return Words("consent", mail.subject, {"magnet": magnet, "mail": mail, "link": tools.main_link,
+                                          "link_days": tools.confirm_days})
+
+
 def _drip_step(content: Content, ref: MailRef):
     sequence = content.sequences.get(ref.sequence or "")
     step = sequence.step(ref.step or "") if sequence else None
@@ -138,6 +145,9 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in (
          lifetime_setting="confirm_max_age_days"),
     Kind(MailKind.GUIDE, "a guide mail", marketing=False, priority=TRANSACTIONAL_PRIORITY, retry="transactional",
          words=_guide, main_link="download", refs=_magnet_refs(MailKind.GUIDE)),
+    Kind(MailKind.CONSENT, "a consent confirmation", marketing=False, priority=TRANSACTIONAL_PRIORITY,
+         retry="transactional", words=_consent, main_link="consent", refs=_magnet_refs(MailKind.CONSENT),
+         lifetime_setting="confirm_max_age_days"),
     Kind(MailKind.DRIP, "a drip mail", marketing=True, priority=MARKETING_PRIORITY, retry="marketing",
          words=_drip, main_link="download", refs=_drip_refs, list_id=_drip_list),
 )}

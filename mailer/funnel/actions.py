@@ -53,7 +53,8 @@ class Funnel:
         """Record a signup (a consent event every time) and queue what the address's state calls for.
 
         new: a pending lead and the confirmation mail; pending: the confirmation again;
-        confirmed: the guide again, with no change to the lead; unsubscribed: the confirmation,
+        confirmed: the guide again, with no change to the lead, or (box ticked, no marketing
+        consent yet) a mail asking to confirm that consent; unsubscribed: the confirmation,
         and the address is confirmed again only by it; undeliverable: nothing. Confirmation and
         guide mails are capped at `mails_per_day` per address.
         """
@@ -72,7 +73,7 @@ class Funnel:
         if lead.status != LeadStatus.CONFIRMED:
             lead.first_name = signup.first_name or lead.first_name
             lead.updated_at = now
-        self._resend(session, lead, signup.magnet, now)
+        self._resend(session, lead, signup.magnet, now, marketing=signup.marketing)
 
     def request_link(self, session: Session, magnet: str, email: str, now: datetime) -> None:
         """A fresh link for someone whose link expired: the guide if confirmed, else the confirmation."""
@@ -95,20 +96,39 @@ class Funnel:
             # An unsubscribed (or undeliverable) address is confirmed again only by a link sent
             # after that happened, i.e. in answer to a new signup; an old mail cannot undo it.
             raise InvalidLink("superseded", magnet=link.magnet)
-        latest = session.scalar(
-            select(ConsentEvent)
-            .where(ConsentEvent.lead_id == lead.id, ConsentEvent.kind == ConsentKind.SIGNUP)
-            .order_by(ConsentEvent.id.desc())
-            .limit(1)
-        )
+        latest = self._latest_signup(session, lead.id)
         marketing = bool(latest and latest.marketing_consent)
         lead.status = LeadStatus.CONFIRMED.value
         lead.confirmed_at = now
         lead.updated_at = now
         lead.marketing_consent = marketing
-        self._event(session, lead.id, ConsentKind.CONFIRM, link.magnet, marketing, evidence, now)
+        # The evidence names the notice the person saw with that signup, not whatever is in
+        # force when the button is pressed.
+        self._event(session, lead.id, ConsentKind.CONFIRM, link.magnet, marketing, evidence, now,
+                    notice_id=latest.notice_id if latest else None)
         self._mail(session, lead, MailKind.GUIDE, link.magnet, now)
         if marketing and self.drip is not None:
+            self.drip.enroll(session, lead.id, link.magnet, now)
+        return lead
+
+    def confirm_consent(self, session: Session, link: LeadLink, evidence: Evidence, now: datetime) -> Lead:
+        """A confirmed lead gives marketing consent later: it ticked the box on a new signup and
+        now presses the button in the mail that asked to confirm it (double opt-in). The lead
+        gets marketing consent and enters the sequence from today; the evidence names the notice
+        shown with that signup. A second click changes nothing; a link from before the lead
+        unsubscribed or changed otherwise is refused (InvalidLink)."""
+        lead = self.lead_for(session, link, lock=True)
+        if lead.status == LeadStatus.CONFIRMED and lead.marketing_consent:
+            return lead
+        latest = self._latest_signup(session, lead.id)
+        if (lead.status != LeadStatus.CONFIRMED or latest is None or not latest.marketing_consent
+                or link.issued_at < lead.updated_at - LINK_CLOCK_SLACK):
+            raise InvalidLink("superseded", magnet=link.magnet)
+        lead.marketing_consent = True
+        lead.updated_at = now
+        self._event(session, lead.id, ConsentKind.CONFIRM, link.magnet, True, evidence, now,
+                    notice_id=latest.notice_id)
+        if self.drip is not None:
             self.drip.enroll(session, lead.id, link.magnet, now)
         return lead
 
@@ -157,8 +177,20 @@ class Funnel:
             raise InvalidLink("unknown", magnet=link.magnet)
         return lead
 
-    def _resend(self, session: Session, lead: Lead, magnet: str, now: datetime) -> None:
-        if lead.status == LeadStatus.CONFIRMED:
+    @staticmethod
+    def _latest_signup(session: Session, lead_id: int) -> ConsentEvent | None:
+        return session.scalar(
+            select(ConsentEvent)
+            .where(ConsentEvent.lead_id == lead_id, ConsentEvent.kind == ConsentKind.SIGNUP)
+            .order_by(ConsentEvent.id.desc())
+            .limit(1)
+        )
+
+    def _resend(self, session: Session, lead: Lead, magnet: str, now: datetime, marketing: bool = False) -> None:
+        if lead.status == LeadStatus.CONFIRMED and marketing and not lead.marketing_consent:
+            # Consent given later: it counts once confirmed, like the first (confirm_consent).
+            self._mail(session, lead, MailKind.CONSENT, magnet, now)
+        elif lead.status == LeadStatus.CONFIRMED:
             self._mail(session, lead, MailKind.GUIDE, magnet, now)
         elif lead.status in (LeadStatus.PENDING, LeadStatus.UNSUBSCRIBED):
             # An unsubscribed address that signs up again confirms again before it gets anything.
@@ -174,11 +206,12 @@ class Funnel:
                 domain=self.mail_domain)
 
     def _event(self, session: Session, lead_id: int, kind: ConsentKind, magnet: str, marketing: bool,
-               evidence: Evidence, now: datetime) -> None:
+               evidence: Evidence, now: datetime, notice_id: int | None = None) -> None:
+        """One consent event; `notice_id` the notice it refers to (default: the one in force)."""
         queries.insert_consent_event(
             session, lead_id=lead_id, kind=kind.value, now=now, magnet=magnet, marketing=marketing,
             ip=evidence.ip, user_agent=(evidence.user_agent or "")[:400] or None, form=evidence.form,
-            notice_id=self._notice_id(session, now),
+            notice_id=notice_id or self._notice_id(session, now),
         )
 
     def _notice_id(self, session: Session, now: datetime) -> int:

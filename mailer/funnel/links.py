@@ -5,10 +5,11 @@ The pages (web/links.py) register their routes from the same prefixes, so the tw
 
 from __future__ import annotations
 
-from mailer.funnel.tokens import CONFIRM, DOWNLOAD, UNSUBSCRIBE, Signer
+from mailer.funnel.tokens import CONFIRM, CONSENT, DOWNLOAD, UNSUBSCRIBE, Signer
 
 CONFIRM_PREFIX = "/bevestig"
 DOWNLOAD_PREFIX = "/download"
+CONSENT_PREFIX = "/toestemming"
 UNSUBSCRIBE_PREFIX = "/afmelden"
 CLICK_PREFIX = "/k"
 
@@ -21,6 +22,10 @@ class Links:
     def confirm(self, lead_id: int, magnet: str, email: str) -> str:
         token = self.signer.lead_link(CONFIRM, lead_id, magnet, email)
         return f"{self.base_url}{CONFIRM_PREFIX}/{token}"
+
+    def consent(self, lead_id: int, magnet: str, email: str) -> str:
+        token = self.signer.lead_link(CONSENT, lead_id, magnet, email)
+        return f"{self.base_url}{CONSENT_PREFIX}/{token}"
 
     def download(self, lead_id: int, magnet: str, email: str) -> str:
         token = self.signer.lead_link(DOWNLOAD, lead_id, magnet, email)

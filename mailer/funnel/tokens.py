@@ -16,6 +16,7 @@ from mailer.errors import InvalidLink
 
 CONFIRM = "confirm"
 DOWNLOAD = "download"
+CONSENT = "consent"  # a confirmed lead confirming marketing consent given later
 UNSUBSCRIBE = "unsubscribe"  # no maximum age: an unsubscribe link works as long as the mail exists
 CLICK = "click"
 FORM_TIME = "form-time"

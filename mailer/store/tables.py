@@ -88,6 +88,7 @@ CONSENT_GIVEN = (ConsentKind.CONFIRM, ConsentKind.IMPORT)
 class MailKind(enum.StrEnum):
     CONFIRM = "confirm"  # transactional
     GUIDE = "guide"  # transactional
+    CONSENT = "consent"  # transactional: a confirmed lead confirms marketing consent given later
     DRIP = "drip"  # marketing: one step of a sequence (outbox.sequence, outbox.step)
 
 
@@ -112,19 +113,23 @@ class Lead(Base):
 
 
 class ConsentNotice(Base):
-    """The exact text a visitor saw next to the form, stored once per version."""
+    """The exact text a visitor saw next to the form, stored once per version and text: a new
+    version label with the same text, or the same label with a changed text, is a new row.
+    Append-only in the database: UPDATE and DELETE are refused by triggers (migration 0004)."""
 
     __tablename__ = "consent_notices"
+    __table_args__ = (UniqueConstraint("version", "sha256", name="uq_consent_notices_version_sha256"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version: Mapped[str] = mapped_column(String(50))
-    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    sha256: Mapped[str] = mapped_column(String(64))  # of the text
     text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class ConsentEvent(Base):
-    """Append-only evidence: who agreed to what, when, how, having seen which text."""
+    """Append-only evidence: who agreed to what, when, how, having seen which text. The
+    database refuses UPDATE, and DELETE but for the leads in `erasures` (migration 0004)."""
 
     __tablename__ = "consent_events"
 
@@ -138,6 +143,17 @@ class ConsentEvent(Base):
     user_agent: Mapped[str | None] = mapped_column(String(400))
     form: Mapped[str] = mapped_column(String(100))
     notice_id: Mapped[int | None] = mapped_column(ForeignKey("consent_notices.id"))
+
+
+class Erasure(Base):
+    """The leads whose erasure the current transaction is carrying out: the only leads whose
+    consent events the database lets go (the DELETE trigger of migration 0004 looks here).
+    Filled and emptied inside that one transaction (store/queries.erasure), so it is empty
+    whenever nobody is erasing; no foreign key, as the lead goes in the same transaction."""
+
+    __tablename__ = "erasures"
+
+    lead_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
 
 
 class Download(Base):

@@ -8,8 +8,8 @@ from flask import Blueprint, current_app, redirect, render_template, request, se
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from mailer.errors import InvalidLink
-from mailer.funnel.links import CLICK_PREFIX, CONFIRM_PREFIX, DOWNLOAD_PREFIX, UNSUBSCRIBE_PREFIX
-from mailer.funnel.tokens import CONFIRM, DOWNLOAD, UNSUBSCRIBE
+from mailer.funnel.links import CLICK_PREFIX, CONFIRM_PREFIX, CONSENT_PREFIX, DOWNLOAD_PREFIX, UNSUBSCRIBE_PREFIX
+from mailer.funnel.tokens import CONFIRM, CONSENT, DOWNLOAD, UNSUBSCRIBE
 from mailer.web.common import error_page, evidence, services, signup_limit
 from mailer.web.extensions import csrf, limiter
 from mailer.web.forms import NewLinkForm
@@ -22,7 +22,7 @@ def confirm_page(token: str):
     """Changes nothing: mail scanners open links too. The button does the confirming."""
     svc = services()
     try:
-        link = _confirm_link(token)
+        link = _lead_link(CONFIRM, token)
         with svc.db.read_only() as session:
             lead = svc.funnel.lead_for(session, link)
     except InvalidLink as exc:
@@ -35,7 +35,7 @@ def confirm_page(token: str):
 def confirm(token: str):
     svc = services()
     try:
-        link = _confirm_link(token)
+        link = _lead_link(CONFIRM, token)
         with svc.db.transaction() as session:
             lead = svc.funnel.confirm(session, link, evidence("confirm-button"), svc.clock.now())
     except InvalidLink as exc:
@@ -43,6 +43,32 @@ def confirm(token: str):
     magnet = svc.content.magnets[link.magnet]
     download_url = svc.links.download(lead.id, magnet.slug, lead.email)
     return render_template("confirmed.html", magnet=magnet, lead=lead, download_url=download_url)
+
+
+@bp.route(f"{CONSENT_PREFIX}/<token>", methods=["GET", "HEAD"])
+def consent_page(token: str):
+    """Changes nothing (mail scanners open links); the button gives the consent."""
+    svc = services()
+    try:
+        link = _lead_link(CONSENT, token)
+        with svc.db.read_only() as session:
+            lead = svc.funnel.lead_for(session, link)
+    except InvalidLink as exc:
+        return invalid_link(exc)
+    return render_template("consent.html", lead=lead)
+
+
+@bp.post(f"{CONSENT_PREFIX}/<token>")
+@csrf.exempt  # the signed token is the credential, as for the confirmation
+def consent(token: str):
+    svc = services()
+    try:
+        link = _lead_link(CONSENT, token)
+        with svc.db.transaction() as session:
+            lead = svc.funnel.confirm_consent(session, link, evidence("consent-button"), svc.clock.now())
+    except InvalidLink as exc:
+        return invalid_link(exc)
+    return render_template("consent_confirmed.html", lead=lead)
 
 
 @bp.get(f"{DOWNLOAD_PREFIX}/<token>")
@@ -75,7 +101,7 @@ def new_link(slug: str):
         return render_template("invalid_link.html", magnet=magnet, form=form, reason="form"), 400
     with svc.db.transaction() as session:
         svc.funnel.request_link(session, magnet.slug, form.email.normalised, svc.clock.now())
-    return redirect(url_for("public.thanks", slug=magnet.slug), code=303)
+    return redirect(url_for("public.link_sent", slug=magnet.slug), code=303)  # its own answer text
 
 
 @bp.route(f"{UNSUBSCRIBE_PREFIX}/<token>", methods=["GET", "HEAD"])
@@ -150,9 +176,11 @@ def _bad_unsubscribe_link():
     ), 400
 
 
-def _confirm_link(token: str):
+def _lead_link(purpose: str, token: str):
+    """A confirm or consent link: genuine, for a magnet that still exists, and not older than
+    MAILER_CONFIRM_MAX_AGE_DAYS."""
     svc = services()
-    link = svc.signer.read_lead_link(CONFIRM, token)
+    link = svc.signer.read_lead_link(purpose, token)
     _magnet_of(link)
     return link.check_age(svc.clock.now(), svc.settings.confirm_max_age_days * 86400)
 

@@ -54,7 +54,7 @@ def test_signup_stores_a_pending_lead_with_evidence_and_queues_the_confirmation(
         notice = session.get(ConsentNotice, event.notice_id)
     assert (event.kind, event.marketing_consent, event.form) == ("signup", True, "landing:mini-guide")
     assert event.ip == "127.0.0.1"
-    assert notice.version == "2026-11"
+    assert notice.version == services.content.organisation.notice.version == "2026-12"
     assert notice.sha256 == hashlib.sha256(notice.text.encode()).hexdigest()
     assert "Ja, stuur mij af en toe een e-mail" in notice.text
     mails = deliver(services)
