@@ -162,8 +162,13 @@ def _remove(session: Session, lead_ids: list[int]) -> None:
     _tally(session, lead_ids)
     outbox_ids = select(Outbox.id).where(Outbox.lead_id.in_(lead_ids)).scalar_subquery()
     session.execute(delete(DeliveryAttempt).where(DeliveryAttempt.outbox_id.in_(outbox_ids)))
-    for model in (Outbox, Click, Download, Enrollment, ConsentEvent):
+    for model in (Outbox, Click, Download, Enrollment):
         session.execute(delete(model).where(model.lead_id.in_(lead_ids)))
+    # Consent evidence is append-only in the database: its trigger lets these leads' events
+    # go only while this transaction is marked as erasing exactly them. The notices they
+    # point at stay (they name nobody, and the database refuses to delete them).
+    with queries.erasure(session, lead_ids):
+        session.execute(delete(ConsentEvent).where(ConsentEvent.lead_id.in_(lead_ids)))
     session.execute(delete(Lead).where(Lead.id.in_(lead_ids)))
 
 
