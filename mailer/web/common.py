@@ -51,7 +51,9 @@ def error_page(code: int):
     title, text = MESSAGES.get(code, MESSAGES[500])
     if request.path == "/healthz":
         return jsonify(status="error", database="unavailable" if code == 503 else "unknown"), code
-    return render_template("error.html", title=title, text=text), code
+    # In the embed's frame (a rate limit on its form, an unknown magnet) the page keeps the
+    # embed's look and its links leave the frame.
+    return render_template("error.html", title=title, text=text, embed=frameable()), code
 
 
 def http_error(exc: HTTPException):

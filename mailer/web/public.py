@@ -1,4 +1,5 @@
-"""The landing page, the embeddable form, and what a visitor sees after submitting."""
+"""The landing page, the embeddable form, what a visitor sees after submitting, and the
+privacy statement."""
 
 from __future__ import annotations
 
@@ -60,16 +61,27 @@ def thanks(slug: str):
     return render_template("thanks.html", magnet=_magnet(slug), embed=request.args.get("embed") == "1")
 
 
+@bp.get("/gids/<slug>/nieuwe-link")
+def link_sent(slug: str):
+    """Where asking for a new link (POST, web/links.new_link) leads: the same words for every address."""
+    return render_template("link_sent.html", magnet=_magnet(slug))
+
+
 @bp.get("/privacy")
 def privacy():
-    return render_template("privacy.html", notice=services().content.organisation.notice)
+    # The statement's figures (MAILER_PENDING_MAX_AGE_DAYS, MAILER_CONFIRM_MAX_AGE_DAYS, the
+    # magnets' link lifetimes) were filled in from the settings when the content was loaded:
+    # the text shown here is the text every signup stores (Notice.statement).
+    content = services().content
+    return render_template("privacy.html", statement=content.privacy, notice=content.organisation.notice)
 
 
 def _show_form(magnet, form: SignupForm, embed: bool, message: str | None = None, status: int = 200):
     form.started.data = services().signer.form_time()
     template = "embed.html" if embed else "landing.html"
     notice = services().content.organisation.notice
-    return render_template(template, magnet=magnet, form=form, notice=notice, message=message), status
+    return render_template(template, magnet=magnet, form=form, notice=notice, message=message,
+                           embed=embed), status
 
 
 def _submit(magnet, embed: bool):
