@@ -5,8 +5,21 @@ folder as this script, using fpdf2. Run it from anywhere with:
 
     python content/guides/build_guide.py
 
+The names come from the content files beside this folder, so the PDF says what
+the page and the mails say: the title must be the magnet's ``title`` in
+``../magnets/<name of the source>.toml`` (the build stops if they differ), and
+``../organisation.toml`` gives the organisation's ``name`` (author, cover,
+footer), its ``website`` and the addresses of its ``[links]``. In the source:
+
+* ``{organisation}`` -- the organisation's name;
+* ``{website}`` -- its website, shown without ``https://``;
+* ``{link:NAME}`` -- the address of ``NAME`` in ``[links]``, as a clickable link.
+
+An operator's copy (``mailer init``) rebuilds with its own names the same way.
+
 Only a small Markdown subset is supported:
 
+* Paragraphs before the title -- a short label above the title on the cover.
 * ``# Title`` -- the guide title (exactly one);
   the first paragraph after it becomes the cover subtitle and any further
   paragraphs before the first section are printed at the foot of the cover.
@@ -23,6 +36,8 @@ the build machine, Dutch accented letters and typographic quotes and dashes
 date makes rebuilds byte-for-byte identical.
 """
 
+import re
+import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,10 +47,11 @@ from fpdf import FPDF
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "mini-guide.md"
 OUTPUT = HERE / "mini-guide.pdf"
+CONTENT = HERE.parent  # organisation.toml and magnets/
+PLACEHOLDER = re.compile(r"\{(organisation|website|link:[a-z0-9-]+)\}")
 
 # Fixed date so that rebuilding produces identical bytes.
 BUILD_DATE = datetime(2025, 1, 1, tzinfo=timezone.utc)
-AUTHOR = "Het trainingsbureau"
 
 FONT = "Helvetica"
 ENCODING = "windows-1252"
@@ -85,6 +101,50 @@ class Guide:
     title: str
     cover: list[str]
     blocks: list[Block]
+    kicker: str = ""  # the label above the title
+
+
+@dataclass
+class Names:
+    """What the content files call things: the organisation, its website and links, the magnet."""
+
+    organisation: str
+    website: str
+    links: dict[str, str]
+    title: str  # the magnet's title, as the landing page and the mails show it
+
+
+def read_names(source: Path, content: Path = CONTENT) -> Names:
+    """The names for `source` (mini-guide.md: magnets/mini-guide.toml) from the content folder."""
+    organisation = tomllib.loads((content / "organisation.toml").read_text(encoding="utf-8"))
+    magnet_file = content / "magnets" / f"{source.stem}.toml"
+    magnet = tomllib.loads(magnet_file.read_text(encoding="utf-8"))
+    return Names(organisation["name"], organisation["website"], dict(organisation.get("links", {})),
+                 magnet["title"])
+
+
+def fill_in(text: str, names: Names, *, links: bool) -> str:
+    """Replace the placeholders; `links`: write {link:NAME} as a markdown link (else its address)."""
+
+    def value(match: re.Match) -> str:
+        key = match.group(1)
+        if key == "organisation":
+            return names.organisation
+        if key == "website":
+            return shown(names.website)
+        name = key.removeprefix("link:")
+        if name not in names.links:
+            raise ValueError(f"{{{key}}}: organisation.toml has no link {name!r} in [links] "
+                             f"(it has {', '.join(sorted(names.links))})")
+        url = names.links[name]
+        return f"[{shown(url)}]({url})" if links else shown(url)
+
+    return PLACEHOLDER.sub(value, text)
+
+
+def shown(url: str) -> str:
+    """An address as a reader types it: without the scheme or a trailing slash."""
+    return re.sub(r"^https?://", "", url).rstrip("/")
 
 
 # --------------------------------------------------------------------------
@@ -95,6 +155,7 @@ class Guide:
 def parse_markdown(source: str) -> Guide:
     """Parse the supported Markdown subset into a Guide."""
     title = ""
+    kicker: list[str] = []
     blocks: list[Block] = []
     current: Block | None = None
 
@@ -116,6 +177,8 @@ def parse_markdown(source: str) -> Guide:
                 current = Block("bullets")
                 blocks.append(current)
             current.items.append(line[2:].strip())
+        elif not title:
+            kicker.append(line)
         elif current is not None:
             append_continuation(current, line)
         else:
@@ -124,7 +187,9 @@ def parse_markdown(source: str) -> Guide:
 
     if not title:
         raise ValueError("the source has no '# ' title")
-    return split_cover(title, blocks)
+    guide = split_cover(title, blocks)
+    guide.kicker = " ".join(kicker)
+    return guide
 
 
 def append_continuation(block: Block, line: str) -> None:
@@ -184,9 +249,10 @@ def strip_bold(text: str) -> str:
 class GuidePDF(FPDF):
     """A4 document with a running footer on every page except the cover."""
 
-    def __init__(self, title: str):
+    def __init__(self, title: str, organisation: str):
         super().__init__(format="A4", unit="mm")
         self.guide_title = title
+        self.organisation = organisation
         self.core_fonts_encoding = ENCODING
         self.set_margins(MARGIN, MARGIN, MARGIN)
         self.set_auto_page_break(auto=True, margin=BOTTOM_MARGIN)
@@ -202,7 +268,7 @@ class GuidePDF(FPDF):
         self.set_font(FONT, "", 8.5)
         self.set_text_color(*MUTED)
         width = self.w - 2 * MARGIN
-        self.cell(width, 5, self.guide_title, align="L")
+        self.cell(width, 5, f"{self.guide_title} \u00b7 {self.organisation}", align="L")
         self.set_x(MARGIN)
         self.cell(width, 5, f"Pagina {self.page_no()} van {{nb}}", align="R")
 
@@ -210,7 +276,7 @@ class GuidePDF(FPDF):
 def set_metadata(pdf: GuidePDF, guide: Guide) -> None:
     """Fill in document properties and fix the creation date."""
     pdf.set_title(strip_bold(guide.title))
-    pdf.set_author(AUTHOR)
+    pdf.set_author(clean(pdf.organisation))
     pdf.set_subject(strip_bold(guide.cover[0]) if guide.cover else "")
     pdf.set_creator("content/guides/build_guide.py")
     pdf.set_lang("nl-NL")
@@ -218,7 +284,7 @@ def set_metadata(pdf: GuidePDF, guide: Guide) -> None:
 
 
 def render_cover(pdf: GuidePDF, guide: Guide) -> None:
-    """Full-bleed coloured cover with title, subtitle and publisher line."""
+    """Full-bleed coloured cover with label, title, subtitle and publisher line."""
     pdf.add_page()
     pdf.set_fill_color(*PRIMARY)
     pdf.rect(0, 0, pdf.w, pdf.h, style="F")
@@ -226,6 +292,11 @@ def render_cover(pdf: GuidePDF, guide: Guide) -> None:
     pdf.rect(MARGIN + pdf.c_margin, 92, 28, 2.2, style="F")
 
     width = pdf.w - 2 * MARGIN
+    if guide.kicker:
+        pdf.set_xy(MARGIN, 80)
+        pdf.set_font(FONT, "B", 12)
+        pdf.set_text_color(*COVER_SUBTLE)
+        pdf.cell(width, 7, strip_bold(guide.kicker).upper(), align="L")
     pdf.set_xy(MARGIN, 102)
     pdf.set_font(FONT, "B", 32)
     pdf.set_text_color(*COVER_TEXT)
@@ -346,10 +417,20 @@ def last_section_index(groups: list[list[Block]]) -> int:
     return starts[-1] if starts else -1
 
 
-def build(source: Path = SOURCE, output: Path = OUTPUT) -> Path:
-    """Parse the Markdown source and write the PDF; return the output path."""
+def build(source: Path = SOURCE, output: Path = OUTPUT, content: Path = CONTENT) -> Path:
+    """Parse the Markdown source, fill in the names from the content files, and write the PDF;
+    return the output path."""
+    names = read_names(source, content)
     guide = parse_markdown(source.read_text(encoding="utf-8"))
-    pdf = GuidePDF(strip_bold(guide.title))
+    if strip_bold(guide.title) != clean(names.title):
+        raise ValueError(f"{source.name}: the title {guide.title!r} is not the magnet's title {names.title!r} "
+                         f"(magnets/{source.stem}.toml): the page, the mails and the PDF use one name")
+    guide.kicker = fill_in(guide.kicker, names, links=False)
+    guide.cover = [fill_in(text, names, links=False) for text in guide.cover]
+    for block in guide.blocks:
+        block.text = fill_in(block.text, names, links=True)
+        block.items = [fill_in(item, names, links=True) for item in block.items]
+    pdf = GuidePDF(strip_bold(guide.title), clean(names.organisation))
     set_metadata(pdf, guide)
     render_cover(pdf, guide)
     render_body(pdf, guide.blocks)

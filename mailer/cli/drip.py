@@ -62,7 +62,8 @@ def _change_line(c, window) -> str:
     return line + (": " + "; ".join(parts) if parts else "")
 
 
-@drip.command("preview", help="The timeline of drip mails with their send dates, after the send window.\n\n"
+@drip.command("preview", help="The timeline of drip mails with their send dates, after the send window "
+                              "(holidays and quiet dates included: a mail they move says so).\n\n"
                               "Examples: mailer drip preview; mailer drip preview --lead anne@example.nl --days 30")
 @click.option("--lead", "email", help="A lead's address (default: someone who confirms now).")
 @click.option("--days", default=60, show_default=True, type=click.IntRange(1, 3650), help="How far ahead.")
@@ -75,7 +76,7 @@ def drip_preview(email: str | None, days: int, slug: str | None, now) -> None:
     built = services(check=False)
     window = built.drip.window
     view = preview_timeline(built.db, built.content, window, built.drip.gap, now, days, email=email, slug=slug)
-    click.echo(f"{view.sequence.slug} for {view.who}: {view.status} (window {window.spec}, {window.zone.key})")
+    click.echo(f"{view.sequence.slug} for {view.who}: {view.status} (window {window.describe_rules()})")
     for mail in view.mails:
         when = window.describe(mail.at) if mail.at else "-" * 24
         click.echo(f"  {when:<26} day {mail.day:<4g} {mail.step.key:<28} {mail.note:<22} {mail.step.subject}")

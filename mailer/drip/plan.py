@@ -129,12 +129,15 @@ class Preview:
 
 def preview(session: Session, sequence: Sequence, window: SendWindow, gap: timedelta,
             now: datetime, days: int, lead: Lead | None) -> Preview:
-    """The timeline of one lead (or of someone who confirms now), with the window applied."""
+    """The timeline of one lead (or of someone who confirms now), with the window applied.
+
+    A mail that a holiday or quiet date moves says so in its note (see `_moved`).
+    """
     until = now + timedelta(days=days)
     day = lambda step: step.delay / timedelta(days=1)  # noqa: E731
     if lead is None:
-        planned = timeline(sequence, window, gap, anchor=now, position=-1, last_sent=None, now=now, done=set(),
-                           facts=None, until=until)
+        planned = _moved(window, lambda w: timeline(sequence, w, gap, anchor=now, position=-1, last_sent=None,
+                                                    now=now, done=set(), facts=None, until=until))
         return Preview(sequence, "a lead who confirms now", "preview",
                        [PlannedMail(s, day(s), at, note) for s, at, note in planned])
     enrollment = session.scalar(select(Enrollment).where(Enrollment.lead_id == lead.id,
@@ -159,9 +162,29 @@ def preview(session: Session, sequence: Sequence, window: SendWindow, gap: timed
         clicked=session.scalar(select(exists().where(and_(Click.lead_id == lead.id,
                                                            Click.sequence == sequence.slug)))),
     )
-    planned = timeline(sequence, window, gap, anchor=enrollment.anchor_at, position=enrollment.position,
-                       last_sent=enrollment.last_sent_at, now=now, done={row.step for row in sent},
-                       facts=facts, until=until)
+    planned = _moved(window, lambda w: timeline(
+        sequence, w, gap, anchor=enrollment.anchor_at, position=enrollment.position,
+        last_sent=enrollment.last_sent_at, now=now, done={row.step for row in sent}, facts=facts, until=until))
     mails += [PlannedMail(s, day(s), at, note or "planned") for s, at, note in planned]
     return Preview(sequence, who, "active", mails)
 
+
+def _moved(window: SendWindow, run) -> list[tuple[Step, datetime | None, str]]:
+    """`run(window)`, the timeline, with a note on each mail that the window's holidays or quiet
+    dates moved: the timeline is worked out once more without them, and a mail whose time
+    differs says from which day (and why), or that the mail before it moved (one a day)."""
+    planned = run(window)
+    if window.holidays is None and not window.quiet:
+        return planned
+    plain = {step.key: at for step, at, _ in run(window.with_closed_days(holidays=None)) if at is not None}
+    moved = []
+    for step, at, note in planned:
+        was = plain.get(step.key)
+        if at is not None and was is not None and was != at:
+            local = was.astimezone(window.zone).date()
+            reason = window.closed_on(local)
+            shift = (f"moved from {local:%a %d %b}: {reason}" if reason
+                     else "moved: the mail before it moved")
+            note = f"{note}, {shift}" if note else shift
+        moved.append((step, at, note))
+    return moved

@@ -6,7 +6,15 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, HiddenField, StringField
 from wtforms.validators import InputRequired, Length, ValidationError
 
-from mailer.funnel.addresses import NAME_MAX, clean_name, normalise_email
+from mailer.funnel.addresses import NAME_EMPTY, NAME_MAX, clean_name, normalise_email
+
+
+class _Name:
+    """Something typed that cleans to nothing (spaces, line breaks, invisible characters) is no name."""
+
+    def __call__(self, form, field):
+        if not field.data:
+            raise ValidationError(NAME_EMPTY)
 
 
 class _Email:
@@ -29,7 +37,7 @@ class SignupForm(FlaskForm):
     first_name = StringField(
         "Voornaam",
         filters=[clean_name],
-        validators=[InputRequired("Vul je voornaam in."), Length(max=NAME_MAX)],
+        validators=[InputRequired("Vul je voornaam in."), _Name(), Length(max=NAME_MAX)],
     )
     email = StringField("E-mailadres", validators=[InputRequired("Vul je e-mailadres in."), _Email()])
     marketing = BooleanField()

@@ -68,6 +68,9 @@ def test_a_forged_timestamp_is_treated_as_too_fast(services, visitor):
 
 def test_the_name_is_stripped_of_control_characters_and_limited():
     assert clean_name("  Anne\x00\u202e Marie\r\n ") == "Anne Marie"
+    assert clean_name("Jan\r\nBcc: x") == "Jan Bcc: x"  # a control character becomes a space
+    assert clean_name("Zoë\u200b") == "Zoë"  # an invisible (format) character goes
+    assert clean_name(" \t\r\n\x00 ") == ""  # the form refuses this; an import keeps the name empty
     assert len(clean_name("x" * 500)) == 100
 
 
@@ -137,7 +140,36 @@ def test_an_international_domain_is_stored_in_ascii_and_a_non_ascii_mailbox_is_r
     with services.db.read_only() as session:
         assert session.scalar(select(Lead.email)) == "jan@xn--bcher-kva.de"
     refused = visitor.sign_up("jän@example.nl")
-    assert refused.status_code == 400 and "lijkt niet te kloppen" in refused.get_data(as_text=True)
+    body = refused.get_data(as_text=True)
+    # Not "looks wrong": the address is fine, we cannot carry it (no SMTPUTF8 at every relay).
+    assert refused.status_code == 400 and "lijkt niet te kloppen" not in body
+    assert str(escape("Adressen met letters als é of ü vóór de @ kunnen we helaas nog niet verwerken")) in body
+    assert 'value="jän@example.nl"' in body and 'aria-describedby="email-error"' in body
+    wrong = visitor.sign_up("jän@")  # non-ASCII, and wrong anyway
+    assert "lijkt niet te kloppen" in wrong.get_data(as_text=True)
+    with services.db.read_only() as session:
+        assert session.scalar(select(func.count()).select_from(Lead)) == 1
+
+
+def test_a_name_of_only_spaces_or_control_characters_is_refused_with_a_message(services, visitor):
+    for name in ("   ", " \r\n\t ", "\x00\x1b", "\u200b\u202e"):
+        response = visitor.sign_up("leeg@example.nl", first_name=name)
+        body = response.get_data(as_text=True)
+        assert response.status_code == 400, repr(name)
+        assert "Je voornaam bestaat nu alleen uit spaties of onzichtbare tekens. Vul je voornaam in." in body
+        assert 'aria-describedby="first_name-error"' in body
+    assert leads(services) == 0
+
+
+def test_control_characters_inside_a_name_become_a_space(services, visitor):
+    from test_funnel import deliver
+
+    assert visitor.sign_up("jan@example.nl", first_name="Jan\r\nBcc: x@example.nl").status_code == 303
+    with services.db.read_only() as session:
+        assert session.scalar(select(Lead.first_name)) == "Jan Bcc: x@example.nl"
+    [mail] = deliver(services)
+    assert mail["Bcc"] is None and [a.addr_spec for a in mail["To"].addresses] == ["jan@example.nl"]
+    assert "Jan Bcc: x@example.nl" in mail.get_body(("plain",)).get_content()
 
 
 def test_a_form_left_open_too_long_is_shown_again(services, client, clock):
