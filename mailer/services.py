@@ -35,6 +35,9 @@ class Services:
         if self.content.sequences and not self.settings.is_https and not self.settings.embedded:
             log.warning("MAILER_BASE_URL is not https: marketing mail goes out without one-click unsubscribe "
                         "(RFC 8058), which Gmail and Yahoo require of bulk senders")
+        if self.content.sequences and not self.settings.reply_to and not self.settings.embedded:
+            log.warning("MAILER_REPLY_TO is not set: replies to the mails (the last drip mail invites them) "
+                        "go to MAILER_FROM; set it to a mailbox a person reads")
         self._check_notice_version()
         return self
 

@@ -8,6 +8,7 @@ files under ``instance/``, and a secret key generated once and kept there (mode 
 from __future__ import annotations
 
 import os
+from datetime import datetime, timezone
 import secrets
 from dataclasses import MISSING, dataclass, fields
 from email.utils import parseaddr
@@ -369,7 +370,15 @@ def _window(env: dict[str, str]) -> SendWindow:
         quiet = parse_quiet_dates(quiet_spec)
     except WindowError as exc:
         raise SettingsError(f"MAILER_DRIP_QUIET_DATES: {exc}") from None
-    return window.with_closed_days(holidays=country or None, quiet=quiet)
+    window = window.with_closed_days(holidays=country or None, quiet=quiet)
+    if quiet:
+        # Quiet dates (with the holidays) could leave the window shut for good: find out now,
+        # not at the first drip run. Only when they are set: the check loads the holiday calendar.
+        try:
+            window.next_opening(datetime.now(timezone.utc))
+        except WindowError as exc:
+            raise SettingsError(f"MAILER_DRIP_QUIET_DATES: {exc}") from None
+    return window
 
 
 def _storage_url(value: str) -> str:

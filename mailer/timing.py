@@ -31,7 +31,7 @@ _QUIET_DAY = re.compile(r"^(?:(?P<year>\d{4})-)?(?P<month>\d\d)-(?P<day>\d\d)$")
 SEARCH_DAYS = 400
 
 
-class WindowError(ValueError):
+class WindowError(SettingsError, ValueError):
     pass
 
 

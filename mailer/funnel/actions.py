@@ -76,12 +76,15 @@ class Funnel:
         self._resend(session, lead, signup.magnet, now, marketing=signup.marketing)
 
     def request_link(self, session: Session, magnet: str, email: str, now: datetime) -> None:
-        """A fresh link for someone whose link expired: the guide if confirmed, else the confirmation."""
+        """A fresh link for someone whose link expired: the confirmation if not confirmed; if
+        confirmed, the consent mail again when the latest signup ticked the box and that consent
+        is not confirmed yet, else the guide."""
         lead = queries.find_lead(session, email)
         if lead is not None:
             if lead.status == LeadStatus.PENDING:
                 lead.updated_at = now  # a fresh confirmation link: not purged before it expires
-            self._resend(session, lead, magnet, now)
+            latest = self._latest_signup(session, lead.id)
+            self._resend(session, lead, magnet, now, marketing=bool(latest and latest.marketing_consent))
 
     def confirm(self, session: Session, link: LeadLink, evidence: Evidence, now: datetime) -> Lead:
         """Confirm the address; the marketing choice is the one made on the latest signup form.

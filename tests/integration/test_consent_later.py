@@ -120,3 +120,19 @@ def test_a_lead_with_consent_who_signs_up_again_gets_the_guide_again(services, v
     deliver(services)
     visitor.sign_up("al@example.nl", marketing=True)
     assert [m["Subject"] for m in deliver(services)] == [GUIDE_SUBJECT]
+
+
+def test_asking_for_a_new_link_after_the_consent_link_expired_sends_the_consent_mail_again(
+        services, visitor, client, clock):
+    from conftest import form_tokens
+
+    guide_without_marketing(services, visitor, client)
+    visitor.sign_up("later@example.nl", marketing=True)
+    path = consent_path(deliver(services)[0])
+    clock.advance(days=services.settings.confirm_max_age_days + 1)
+    expired = client.get(path)
+    assert expired.status_code == 410  # the friendly page with a form for a new link
+    response = client.post("/gids/mini-guide/nieuwe-link",
+                           data={"email": "later@example.nl", **form_tokens(expired.get_data(as_text=True))})
+    assert response.status_code == 303
+    assert [m["Subject"] for m in deliver(services)] == [CONSENT_SUBJECT]  # not the guide

@@ -7,7 +7,7 @@ YYYY-MM-DD once, ranges of either, one that runs over the new year).
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
@@ -174,3 +174,14 @@ def test_quiet_dates_come_from_their_setting(tmp_path):
 def test_bad_holiday_settings_name_their_variable(tmp_path, variable, value, message):
     with pytest.raises(SettingsError, match=message):
         settings(tmp_path, **{variable: value})
+
+
+def test_quiet_dates_that_keep_the_window_shut_for_good_are_refused_at_start_up(tmp_path):
+    today = datetime.now(UTC).date()
+    # A dated range of 360 days from today, then a yearly range that goes on for two more
+    # months: the window stays shut longer than the search allows.
+    dated = f"{today:%Y-%m-%d}..{today + timedelta(days=360):%Y-%m-%d}"
+    yearly = f"{today + timedelta(days=361):%m-%d}..{today + timedelta(days=60):%m-%d}"
+    with pytest.raises(SettingsError, match="MAILER_DRIP_QUIET_DATES: "):
+        settings(tmp_path, MAILER_DRIP_QUIET_DATES=f"{dated},{yearly}")
+    settings(tmp_path, MAILER_DRIP_QUIET_DATES=dated)  # shut for 361 days, then open: allowed
