@@ -9,11 +9,11 @@ so what is checked is what a recipient's client receives.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import sync_playwright
 
+from axe_check import violations
 from mailer.delivery.kinds import KINDS
 from mailer.delivery.rendering import Recipient
 
@@ -21,16 +21,8 @@ CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run",
 ]
-AXE = Path(__file__).parent / "vendor" / "axe.min.js"
 WIDTHS = (320, 600)
 
-AXE_VIOLATIONS = """async () => {
-  const result = await axe.run(document);
-  return result.violations.map(v => ({
-    id: v.id, impact: v.impact, help: v.help,
-    nodes: v.nodes.map(n => n.target.join(' ') + ': ' + n.failureSummary.replace(/\\n\\s*/g, ' ')),
-  }));
-}"""
 SIDEWAYS = """() => ({scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth,
   widest: [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > window.innerWidth)
     .slice(0, 3).map(e => e.tagName.toLowerCase() + (e.className ? '.' + e.className : ''))})"""
@@ -57,10 +49,9 @@ def test_every_mail_fits_a_phone_and_passes_axe(chromium_path, make_services, sq
                     fit = page.evaluate(SIDEWAYS)
                     if fit["scrollWidth"] > fit["innerWidth"]:
                         failures.append(f"{name} at {width} px scrolls sideways: {fit}")
-                    page.add_script_tag(path=str(AXE))
-                    violations = page.evaluate(AXE_VIOLATIONS)
-                    if violations:
-                        failures.append(f"{name} at {width} px, axe-core:\n{json.dumps(violations, indent=2)}")
+                    found = violations(page)
+                    if found:
+                        failures.append(f"{name} at {width} px, axe-core:\n{json.dumps(found, indent=2)}")
                 page.close()
         finally:
             browser.close()

@@ -15,27 +15,18 @@ import email.policy
 import json
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
+from axe_check import AXE, violations
 from test_browser import browser, mail_parts, mailer_server, only_link, tamper  # noqa: F401  (fixtures)
 
 from mailer.clock import SystemClock
 from mailer.funnel.links import Links
 from mailer.funnel.tokens import Signer
 
-AXE = Path(__file__).parent / "vendor" / "axe.min.js"
 WIDTHS = (390, 1200)
 MAIL_SECONDS = 10
-
-AXE_VIOLATIONS = """async () => {
-  const result = await axe.run(document);
-  return result.violations.map(v => ({
-    id: v.id, impact: v.impact, help: v.help,
-    nodes: v.nodes.map(n => n.target.join(' ') + ': ' + n.failureSummary.replace(/\\n\\s*/g, ' ')),
-  }));
-}"""
 
 # Landmarks and headings, link colours and sideways scrolling, as a list of problems.
 PAGE_RULES = """() => {
@@ -138,10 +129,9 @@ class Audit:
         if status is not None:
             assert response is not None and response.status == status, \
                 f"{name}: HTTP {response.status if response else None}, expected {status}"
-        self.page.add_script_tag(path=str(AXE))
-        violations = self.page.evaluate(AXE_VIOLATIONS)
-        if violations:
-            self.failures.append(f"{name} at {self.width} px, axe-core:\n{json.dumps(violations, indent=2)}")
+        found = violations(self.page)
+        if found:
+            self.failures.append(f"{name} at {self.width} px, axe-core:\n{json.dumps(found, indent=2)}")
         problems = self.page.evaluate(PAGE_RULES)
         if problems:
             self.failures.append(f"{name} at {self.width} px: {'; '.join(problems)}")

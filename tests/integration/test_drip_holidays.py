@@ -5,12 +5,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-import pytest
-from click.testing import CliRunner
-from conftest import make_env
 from test_drip import enrol
+from test_drip_cli import cli  # noqa: F401  (a fixture)
 
-from mailer.cli import main
 from mailer.delivery.transports.memory import MemoryTransport
 
 UTC = timezone.utc
@@ -22,17 +19,6 @@ def at(day: int, hour: int) -> datetime:
 
 
 MONDAY = at(21, 9)  # confirmed Monday 21 December at 10:00: day 4 of the sequence is Christmas Day
-
-
-@pytest.fixture
-def cli(tmp_path, database_url):
-    runner = CliRunner()
-
-    def run(*args, **env):
-        environment = make_env(tmp_path, MAILER_DATABASE_URL=database_url, **env)
-        return runner.invoke(main, list(args), env=environment, catch_exceptions=False)
-
-    return run
 
 
 def test_nothing_is_queued_or_sent_on_christmas_day(services, clock):
