@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mailer.cli import drip, init, leads, outbox, run
+from mailer.cli import drip, init, leads, newsletter, outbox, run
 from mailer.errors import InvalidRequest, MailerError
 
 
@@ -33,6 +33,7 @@ def main() -> None:
     pass
 
 
-COMMANDS = (*run.COMMANDS, outbox.outbox, drip.drip, drip.send_test, *leads.COMMANDS, init.init)
+COMMANDS = (*run.COMMANDS, outbox.outbox, drip.drip, drip.send_test, *leads.COMMANDS, init.init,
+            newsletter.newsletter)
 for _command in COMMANDS:
     main.add_command(_command)

@@ -1,5 +1,5 @@
-"""Content as files: the organisation, its privacy notice and statement, the lead magnets and
-their sequences.
+"""Content as files: the organisation, its privacy notice and statement, the lead magnets,
+their sequences and the newsletters (content/newsletters.py).
 
 Loaded and checked once at start-up; a bad file stops the service with an error that
 names the file and the field.
@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 
+from mailer.content.fields import Fields as _Fields
+from mailer.content.newsletters import Newsletter, load_newsletter
 from mailer.errors import ContentError
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,98}$")
@@ -137,6 +139,7 @@ class Content:
     magnets: dict[str, Magnet]
     sequences: dict[str, Sequence] = field(default_factory=dict)
     privacy: PrivacyStatement | None = None
+    newsletters: dict[str, Newsletter] = field(default_factory=dict)  # newsletters/SLUG.md
 
     @property
     def default_magnet(self) -> Magnet:
@@ -179,7 +182,9 @@ def load_content(roots: Path | list[Path], settings=None) -> Content:
         sequences[sequence.slug] = sequence
     statement = _load_statement(layers.find(STATEMENT_FILE), _statement_values(organisation, magnets, settings))
     organisation = replace(organisation, notice=replace(organisation.notice, statement=statement.text))
-    return Content(organisation, magnets, sequences, statement)
+    newsletters = {path.stem: load_newsletter(path, organisation.links, magnets)
+                   for path in layers.glob("newsletters", "*.md")}
+    return Content(organisation, magnets, sequences, statement, newsletters)
 
 
 class _Layers:
@@ -199,11 +204,11 @@ class _Layers:
                 return candidate
         return (self.first / relative).resolve()
 
-    def glob(self, folder: str) -> list[Path]:
-        """The *.toml files of `folder` in the first root that has that folder, sorted by name."""
+    def glob(self, folder: str, pattern: str = "*.toml") -> list[Path]:
+        """The files of `folder` (*.toml) in the first root that has that folder, sorted by name."""
         for root in self.roots:
             if (root / folder).is_dir():
-                return sorted((root / folder).glob("*.toml"))
+                return sorted((root / folder).glob(pattern))
         return []
 
     def beside(self, path: Path, relative: str) -> Path:
@@ -216,52 +221,6 @@ class _Layers:
                 continue
             return self.find(inside / relative)
         return (path.parent / relative).resolve()
-
-
-class _Fields:
-    """Reads typed fields from a parsed TOML table, naming file and field in every error."""
-
-    def __init__(self, path: Path, data: dict, prefix: str = ""):
-        self.path, self.data, self.prefix = path, data, prefix
-
-    def fail(self, name: str, problem: str) -> ContentError:
-        return ContentError(f"{self.path}: field '{self.prefix}{name}' {problem}")
-
-    def text(self, name: str, default: str | None = None) -> str:
-        value = self.data.get(name, default)
-        if not isinstance(value, str) or not value.strip():
-            raise self.fail(name, "must be a non-empty text")
-        return " ".join(value.split()) if "\n" in value else value.strip()
-
-    def number(self, name: str, default: int) -> int:
-        value = self.data.get(name, default)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise self.fail(name, "must be a whole number of at least 1")
-        return value
-
-    def only(self, known: set[str]) -> None:
-        unknown = sorted(set(self.data) - known)
-        if unknown:
-            raise self.fail(unknown[0], f"is not a known field (known: {', '.join(sorted(known))})")
-
-    def count(self, name: str) -> int:
-        """A whole number of zero or more; absent means zero."""
-        value = self.data.get(name, 0)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise self.fail(name, "must be a whole number of zero or more")
-        return value
-
-    def texts(self, name: str) -> tuple[str, ...]:
-        value = self.data.get(name, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-            raise self.fail(name, "must be a list of texts")
-        return tuple(value)
-
-    def table(self, name: str) -> "_Fields":
-        value = self.data.get(name)
-        if not isinstance(value, dict):
-            raise self.fail(name, "is missing (a [section] is expected)")
-        return _Fields(self.path, value, f"{self.prefix}{name}.")
 
 
 def _read_toml(path: Path) -> dict:

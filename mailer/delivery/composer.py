@@ -41,10 +41,14 @@ class Composer:
         mail = self.renderer.render(ref, recipient)
         if subject_prefix:
             mail = RenderedMail(subject_prefix + mail.subject, mail.text, mail.html, mail.headers)
-        marketing = KINDS[ref.kind].marketing
-        sender = self.sender(marketing)
+        kind = KINDS[ref.kind]
+        marketing = kind.marketing
+        # A kind may name its own From and Reply-To for a mail (a newsletter's header).
+        own_from, own_reply_to = kind.addresses(self.renderer.content, ref) if kind.addresses else (None, None)
+        sender = own_from or self.sender(marketing)
         data = build_message(sender=sender, recipient=recipient, mail=mail, message_id=message_id,
-                             date=self.clock.now(), reply_to=self.reply_to)
+                             date=self.clock.now(), reply_to=own_reply_to or self.reply_to)
         if self.dkim is not None:
-            data = self.dkim.sign(data, None if self.dkim_fixed_domain else self.domain(marketing))
+            domain = envelope_sender(sender).rpartition("@")[2] if own_from else self.domain(marketing)
+            data = self.dkim.sign(data, None if self.dkim_fixed_domain else domain)
         return Envelope(envelope_sender(sender), (recipient.email,), data, message_id), mail

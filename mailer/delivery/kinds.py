@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Callable, Iterator
 
+from markupsafe import Markup
+
 from mailer.content.files import Content
+from mailer.content.newsletters import click_sequence
 from mailer.store.tables import MARKETING_PRIORITY, TRANSACTIONAL_PRIORITY, MailKind
 
 
@@ -31,6 +34,8 @@ class MailRef:
     step: str | None = None
 
     def describe(self) -> str:
+        if self.kind == MailKind.NEWSLETTER:
+            return f"newsletter {self.step}"
         if self.step:
             return f"sequence {self.sequence}, step {self.step}"
         return f"magnet {self.magnet}"
@@ -55,6 +60,9 @@ class Tools:
     named_link: Callable[[str], str]
     main_link: str  # the marker the mail's main link (confirm or download) becomes
     unsubscribe: str  # the marker of the unsubscribe link (marketing mail)
+    # tracked_link(name, address): the marker of a tracked link to an address the content gives
+    # (a newsletter's plain links); the click redirect finds the address again by the name.
+    tracked_link: Callable[[str, str], str] = lambda name, address: address
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,8 @@ class Kind:
     # A mail whose purpose ends with its link: not sent once older than this many days
     # (a confirmation that arrives after its link expired only confuses). Named by setting.
     lifetime_setting: str | None = None
+    # (From, Reply-To) of one mail instead of the settings' (None: the settings'); a newsletter's header.
+    addresses: Callable[[Content, MailRef], tuple[str | None, str | None]] | None = None
 
     def __post_init__(self) -> None:
         if self.marketing != (self.priority >= MARKETING_PRIORITY):
@@ -139,6 +149,54 @@ def _drip_list(content: Content, ref: MailRef) -> tuple[str, str]:
     return sequence.name, sequence.slug
 
 
+def newsletter_ref(content: Content, slug: str, magnet: str | None = None) -> MailRef:
+    """A newsletter's mail for a lead of `magnet` (the reason in its footer names the guide the
+    lead asked for). Its clicks are recorded under sequence "newsletter:SLUG", step SLUG."""
+    return MailRef(MailKind.NEWSLETTER, magnet or content.organisation.default_magnet, click_sequence(slug), slug)
+
+
+def _newsletter_of(content: Content, ref: MailRef):
+    newsletter = content.newsletters.get(ref.step or "")
+    if newsletter is None or ref.magnet not in content.magnets:
+        raise UnknownMail(f"newsletter {ref.step!r} is not in the content folder")
+    return newsletter
+
+
+def _newsletter(content: Content, ref: MailRef, tools: Tools) -> Words:
+    from mailer.content import markdown  # markdown-it: only where a newsletter is rendered
+
+    newsletter = _newsletter_of(content, ref)
+
+    def rewrite(href: str) -> str:
+        name = markdown.named(href)
+        if name is not None:
+            return tools.named_link(name)
+        if markdown.is_plain(href):
+            return tools.tracked_link(markdown.plain_link_name(newsletter.body, href), href)
+        return href  # mailto: and the like stay as written
+
+    parts, text = markdown.render(newsletter.body, rewrite)
+    return Words("newsletter", newsletter.subject, {
+        "magnet": content.magnets[ref.magnet], "newsletter": newsletter, "preheader": newsletter.preheader,
+        "body_parts": [(Markup(p.html), p.button) for p in parts], "body_text": text, "unsubscribe": tools.unsubscribe, "link": tools.named_link,
+        "guide_link": tools.main_link,
+    })
+
+
+def _newsletter_refs(content: Content) -> Iterator[MailRef]:
+    for slug in content.newsletters:
+        yield newsletter_ref(content, slug)
+
+
+def _newsletter_list(content: Content, ref: MailRef) -> tuple[str, str]:
+    return f"Nieuwsbrief {content.organisation.name}", "nieuwsbrief"
+
+
+def _newsletter_addresses(content: Content, ref: MailRef) -> tuple[str | None, str | None]:
+    newsletter = _newsletter_of(content, ref)
+    return newsletter.sender, newsletter.reply_to
+
+
 KINDS: dict[str, Kind] = {kind.name: kind for kind in (
     Kind(MailKind.CONFIRM, "a confirmation", marketing=False, priority=TRANSACTIONAL_PRIORITY, retry="transactional",
          words=_confirm, main_link="confirm", refs=_magnet_refs(MailKind.CONFIRM),
@@ -150,4 +208,7 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in (
          lifetime_setting="confirm_max_age_days"),
     Kind(MailKind.DRIP, "a drip mail", marketing=True, priority=MARKETING_PRIORITY, retry="marketing",
          words=_drip, main_link="download", refs=_drip_refs, list_id=_drip_list),
+    Kind(MailKind.NEWSLETTER, "a newsletter", marketing=True, priority=MARKETING_PRIORITY, retry="marketing",
+         words=_newsletter, main_link="download", refs=_newsletter_refs, list_id=_newsletter_list,
+         addresses=_newsletter_addresses),
 )}

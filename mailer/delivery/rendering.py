@@ -58,7 +58,7 @@ class _Prepared:
     subject: str
     text: str  # with the markers
     html: str  # with the markers, CSS inlined
-    links: tuple[str, ...] = ()  # the named links a marketing mail uses
+    links: tuple[tuple[str, str], ...] = ()  # the tracked links a marketing mail uses: (name, address)
 
 
 class MailRenderer:
@@ -96,10 +96,10 @@ class MailRenderer:
         if kind.marketing:
             unsubscribe = self.links.unsubscribe(lead_id, ref.magnet, email)
             values[UNSUBSCRIBE_MARK] = unsubscribe
-            for name in prepared.links:
+            for name, address in prepared.links:
                 values[CLICK_MARK.format(name=name)] = (
                     self.links.click(lead_id, ref.sequence, ref.step, name, email) if self.click_tracking
-                    else self.content.organisation.links[name])
+                    else address)
             description, list_id = kind.list_id(self.content, ref)
             headers = (
                 ("List-Id", _list_id(description, f"{list_id}.{self.list_domain}")),
@@ -135,25 +135,27 @@ class MailRenderer:
                 try:
                     self._prepare(ref)
                 except (TemplateError, ValueError) as exc:
-                    template = kind.words(self.content, ref, self._tools([])).template
+                    template = kind.words(self.content, ref, self._tools({})).template
                     raise ContentError(f"templates/mail/{template}.html or .txt ({ref.describe()}): {exc}") from None
 
-    def _tools(self, used: list[str]) -> Tools:
+    def _tools(self, used: dict[str, str]) -> Tools:
         named_links = self.content.organisation.links
+
+        def tracked_link(name: str, address: str) -> str:
+            used.setdefault(name, address)
+            return CLICK_MARK.format(name=name)
 
         def named_link(name: str) -> str:
             if name not in named_links:
                 raise ValueError(f"link({name!r}) is not one of the [links] in organisation.toml "
                                  f"({', '.join(named_links) or 'none defined'})")
-            if name not in used:
-                used.append(name)
-            return CLICK_MARK.format(name=name)
+            return tracked_link(name, named_links[name])
 
-        return Tools(self.confirm_days, named_link, LINK_MARK, UNSUBSCRIBE_MARK)
+        return Tools(self.confirm_days, named_link, LINK_MARK, UNSUBSCRIBE_MARK, tracked_link)
 
     def _prepare(self, ref: MailRef) -> _Prepared:
         kind = KINDS[ref.kind]
-        used: list[str] = []
+        used: dict[str, str] = {}
         words = kind.words(self.content, ref, self._tools(used))
         context = {"org": self.content.organisation, "subject": words.subject, "name": NAME_MARK, **words.context}
         rendered = self.env.get_template(f"{words.template}.html").render(context)
@@ -165,7 +167,7 @@ class MailRenderer:
         if kind.marketing and (UNSUBSCRIBE_MARK not in html or UNSUBSCRIBE_MARK not in text):
             raise ValueError("no unsubscribe link in both parts: extend the marketing layout "
                              "(drip/_layout.html and drip/_layout.txt)")
-        prepared = _Prepared(words.subject, text, html, tuple(used))
+        prepared = _Prepared(words.subject, text, html, tuple(used.items()))
         self._prepared[ref] = prepared
         return prepared
 

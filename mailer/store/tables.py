@@ -90,6 +90,7 @@ class MailKind(enum.StrEnum):
     GUIDE = "guide"  # transactional
     CONSENT = "consent"  # transactional: a confirmed lead confirms marketing consent given later
     DRIP = "drip"  # marketing: one step of a sequence (outbox.sequence, outbox.step)
+    NEWSLETTER = "newsletter"  # marketing: a newsletter (content/newsletters/SLUG.md; its slug as step)
 
 
 TRANSACTIONAL_PRIORITY = 0  # lower is sent first

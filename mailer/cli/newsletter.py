@@ -1,0 +1,109 @@
+"""`mailer newsletter new|preview|test|audience`: writing a newsletter and seeing who would get it.
+(Sending is not built yet.)"""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import click
+
+from mailer.cli.common import services
+
+
+def _day(_ctx, param, value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date such as 2026-12-01", param=param) from None
+
+
+@click.group(help="Newsletters: files in the content folder's newsletters/ (see docs/newsletters.md).")
+def newsletter() -> None:
+    pass
+
+
+@newsletter.command("new", help="Write a starting newsletters/SLUG.md into MAILER_CONTENT_PATH (valid as written).\n\n"
+                                "Example: mailer newsletter new voorjaar-2027")
+@click.argument("slug")
+def newsletter_new(slug: str) -> None:
+    from mailer.operator.newsletters import write_new
+
+    built = services(check=False)
+    written = write_new(built.settings.content_path, built.content, slug)
+    click.echo(f"wrote {written.path}")
+    click.echo("Edit it, then look at it with `mailer newsletter preview` and `mailer newsletter test`.")
+
+
+@newsletter.command("preview", help="Write the newsletter as a recipient sees it (.html, or .txt for the text "
+                                    "part).\n\nExample: mailer newsletter preview voorjaar-2027 --output nb.html")
+@click.argument("slug")
+@click.option("--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--lead", "email", help="Use this lead's name and magnet (links never name a real lead).")
+def newsletter_preview(slug: str, output: Path, email: str | None) -> None:
+    from mailer.operator.newsletters import render
+
+    built = services()
+    mail = render(built.db, built.renderer, built.content, slug, email)
+    output.write_text(mail.text if output.suffix == ".txt" else mail.html, encoding="utf-8")
+    click.echo(f"Subject: {mail.subject}")
+    for name, value in mail.headers:
+        click.echo(f"{name}: {value}")
+    click.echo(f"written to {output}")
+
+
+@newsletter.command("test", help="Send the newsletter now, straight through the configured transport, with "
+                                 "[TEST] before its subject; no lead or outbox row changes.\n\n"
+                                 "Example: mailer newsletter test voorjaar-2027 --to me@example.nl")
+@click.argument("slug")
+@click.option("--to", "address", required=True, help="Where to send it.")
+@click.option("--lead", "email", help="Use this lead's name and magnet (links never name a real lead).")
+def newsletter_test(slug: str, address: str, email: str | None) -> None:
+    from mailer.errors import DeliveryError
+    from mailer.operator.newsletters import send_test
+
+    built = services()
+    try:
+        sent = send_test(built.db, built.composer, built.transport(), built.content, slug, address, email)
+    except DeliveryError as exc:
+        raise click.ClickException(f"not sent: {exc}") from None
+    code, text = sent.reply
+    click.echo(f"sent newsletter {slug} to {sent.address}: {code} {text}")
+
+
+@newsletter.command("audience", help="How many leads would get the newsletter now, and a sample of their "
+                                     "addresses: confirmed leads with marketing consent, narrowed by the file's "
+                                     "[audience] filters and these options (an option replaces the file's filter; "
+                                     "--clicked and --not-clicked add to it).\n\n"
+                                     "Example: mailer newsletter audience voorjaar-2027 --not-clicked gesprek --json")
+@click.argument("slug")
+@click.option("--magnet", "magnets", multiple=True, help="Signed up for this lead magnet (repeatable: any of them).")
+@click.option("--after", "signed_up_after", callback=_day, help="Signed up on this date (YYYY-MM-DD) or later.")
+@click.option("--before", "signed_up_before", callback=_day, help="Signed up before this date (YYYY-MM-DD).")
+@click.option("--downloaded/--not-downloaded", default=None, help="Downloaded the guide, or never did.")
+@click.option("--clicked", multiple=True, help="Clicked this named link (repeatable: all of them).")
+@click.option("--not-clicked", "not_clicked", multiple=True, help="Never clicked this named link (repeatable).")
+@click.option("--sequence", type=click.Choice(["in", "finished"]),
+              help="Still in the follow-up sequence, or finished it (every step handled).")
+@click.option("--sample", "sample_size", default=10, show_default=True, type=click.IntRange(0, 1000),
+              help="How many addresses to show.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (keys: count, sample, filters).")
+def newsletter_audience(slug: str, as_json: bool, sample_size: int, **given) -> None:
+    from mailer.operator.newsletters import audience
+
+    built = services(check=False)
+    view = audience(built.db, built.content, slug, built.settings.drip_window.zone, sample_size, **given)
+    if as_json:
+        click.echo(json.dumps({"newsletter": view.newsletter, "count": view.count, "sample": list(view.sample),
+                               "filters": view.filters.describe()}, indent=2))
+        return
+    filters = view.filters.describe()
+    click.echo(f"newsletter {view.newsletter}: {view.count} lead(s): confirmed, with marketing consent"
+               + "".join(f", {part}" for part in filters))
+    for address in view.sample:
+        click.echo(f"  {address}")
+    if view.count > len(view.sample):
+        click.echo(f"  ... and {view.count - len(view.sample)} more")
