@@ -85,6 +85,10 @@ class Kind:
     # A mail whose purpose ends with its link: not sent once older than this many days
     # (a confirmation that arrives after its link expired only confuses). Named by setting.
     lifetime_setting: str | None = None
+    # Its unsubscribe link (a method of funnel.links.Links), in the footer and List-Unsubscribe;
+    # marketing kinds only. "unsubscribe" ends all marketing mail, "newsletter_unsubscribe" the
+    # newsletter alone (its page also offers all mail).
+    unsubscribe_link: str = "unsubscribe"
     # (From, Reply-To) of one mail instead of the settings' (None: the settings'); a newsletter's header.
     addresses: Callable[[Content, MailRef], tuple[str | None, str | None]] | None = None
 
@@ -210,5 +214,5 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in (
          words=_drip, main_link="download", refs=_drip_refs, list_id=_drip_list),
     Kind(MailKind.NEWSLETTER, "a newsletter", marketing=True, priority=MARKETING_PRIORITY, retry="marketing",
          words=_newsletter, main_link="download", refs=_newsletter_refs, list_id=_newsletter_list,
-         addresses=_newsletter_addresses),
+         unsubscribe_link="newsletter_unsubscribe", addresses=_newsletter_addresses),
 )}

@@ -94,7 +94,7 @@ class MailRenderer:
         values = {LINK_MARK: getattr(self.links, kind.main_link)(lead_id, ref.magnet, email)}
         headers: tuple[tuple[str, str], ...] = ()
         if kind.marketing:
-            unsubscribe = self.links.unsubscribe(lead_id, ref.magnet, email)
+            unsubscribe = getattr(self.links, kind.unsubscribe_link)(lead_id, ref.magnet, email)
             values[UNSUBSCRIBE_MARK] = unsubscribe
             for name, address in prepared.links:
                 values[CLICK_MARK.format(name=name)] = (

@@ -155,6 +155,23 @@ class Funnel:
         self._event(session, lead.id, ConsentKind.UNSUBSCRIBE, magnet, False, evidence, now)
         return True
 
+    def end_newsletter(self, session: Session, link: LeadLink, evidence: Evidence, now: datetime) -> Lead:
+        """No more newsletters, the rest stays: status, marketing consent and the follow-up
+        sequence are untouched; the lead's waiting newsletter mail is cancelled and a consent
+        event records how. Nothing changes and nothing is recorded when it was ended already,
+        or when the lead gets no marketing mail at all (unsubscribed, undeliverable without
+        consent): that stays as it is."""
+        lead = self.lead_for(session, link, lock=True)
+        if lead.newsletter_ended_at is not None or (
+                lead.status in (LeadStatus.UNSUBSCRIBED, LeadStatus.UNDELIVERABLE) and not lead.marketing_consent):
+            return lead
+        lead.newsletter_ended_at = now
+        lead.updated_at = now
+        queries.stop_kind(session, lead_id=lead.id, kind=MailKind.NEWSLETTER.value,
+                          reason="not sent: the lead ended the newsletter")
+        self._event(session, lead.id, ConsentKind.NEWSLETTER_END, link.magnet, lead.marketing_consent, evidence, now)
+        return lead
+
     def record_download(self, session: Session, link: LeadLink, now: datetime) -> Lead:
         lead = self.lead_for(session, link)
         session.add(Download(lead_id=lead.id, magnet=link.magnet, at=now))

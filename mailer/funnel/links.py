@@ -5,12 +5,13 @@ The pages (web/links.py) register their routes from the same prefixes, so the tw
 
 from __future__ import annotations
 
-from mailer.funnel.tokens import CONFIRM, CONSENT, DOWNLOAD, UNSUBSCRIBE, Signer
+from mailer.funnel.tokens import CONFIRM, CONSENT, DOWNLOAD, NEWSLETTER_UNSUBSCRIBE, UNSUBSCRIBE, Signer
 
 CONFIRM_PREFIX = "/bevestig"
 DOWNLOAD_PREFIX = "/download"
 CONSENT_PREFIX = "/toestemming"
 UNSUBSCRIBE_PREFIX = "/afmelden"
+NEWSLETTER_UNSUBSCRIBE_PREFIX = "/afmelden/nieuwsbrief"  # a newsletter's: only it, or all mail
 CLICK_PREFIX = "/k"
 
 
@@ -34,6 +35,10 @@ class Links:
     def unsubscribe(self, lead_id: int, magnet: str, email: str) -> str:
         token = self.signer.lead_link(UNSUBSCRIBE, lead_id, magnet, email)
         return f"{self.base_url}{UNSUBSCRIBE_PREFIX}/{token}"
+
+    def newsletter_unsubscribe(self, lead_id: int, magnet: str, email: str) -> str:
+        token = self.signer.lead_link(NEWSLETTER_UNSUBSCRIBE, lead_id, magnet, email)
+        return f"{self.base_url}{NEWSLETTER_UNSUBSCRIBE_PREFIX}/{token}"
 
     def click(self, lead_id: int, sequence: str, step: str, link: str, email: str) -> str:
         token = self.signer.click_link(lead_id, sequence, step, link, email)

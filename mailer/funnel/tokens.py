@@ -18,6 +18,8 @@ CONFIRM = "confirm"
 DOWNLOAD = "download"
 CONSENT = "consent"  # a confirmed lead confirming marketing consent given later
 UNSUBSCRIBE = "unsubscribe"  # no maximum age: an unsubscribe link works as long as the mail exists
+# A newsletter's unsubscribe link (its own salt: it cannot pass for the link that ends all mail)
+NEWSLETTER_UNSUBSCRIBE = "newsletter-unsubscribe"
 CLICK = "click"
 FORM_TIME = "form-time"
 # A form page older than this is shown again: its token cannot be replayed by a bot for ever.

@@ -136,13 +136,14 @@ def _day_start(day: date, zone: ZoneInfo) -> datetime:
 
 
 def audience_query(audience: Audience, zone: ZoneInfo) -> Select:
-    """The lead ids of the audience, as one SQL query: confirmed leads with marketing consent,
-    narrowed by every filter (EXISTS for downloads, clicks and enrollments).
+    """The lead ids of the audience, as one SQL query: confirmed leads with marketing consent
+    who have not ended the newsletter, narrowed by every filter (EXISTS for downloads, clicks and enrollments).
 
     A "finished" follow-up sequence is an active enrollment with every step handled
     (next_due_at IS NULL); "in" is an active enrollment with a step still to come. A stopped
     enrollment (unsubscribed, undeliverable, consent withdrawn) is neither."""
-    where = [Lead.status == LeadStatus.CONFIRMED.value, Lead.marketing_consent.is_(True)]
+    where = [Lead.status == LeadStatus.CONFIRMED.value, Lead.marketing_consent.is_(True),
+             Lead.newsletter_ended_at.is_(None)]
     if audience.magnets:
         where.append(Lead.magnet.in_(audience.magnets))
     if audience.signed_up_after:

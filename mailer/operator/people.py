@@ -96,6 +96,7 @@ def lead_record(session: Session, lead: Lead) -> dict:
         "marketing_consent": lead.marketing_consent,
         "signed_up_at": _iso(lead.created_at),
         "confirmed_at": _iso(lead.confirmed_at),
+        "newsletter_ended_at": _iso(lead.newsletter_ended_at),
         "consent_events": [{
             "kind": e.kind, "at": _iso(e.at), "magnet": e.magnet, "marketing_consent": e.marketing_consent,
             "ip": e.ip, "user_agent": e.user_agent, "form": e.form,

@@ -136,6 +136,17 @@ def stop_marketing(db: Session | Connection, *, lead_id: int, reason: str, now: 
     ).rowcount
 
 
+def stop_kind(db: Session | Connection, *, lead_id: int, kind: str, reason: str) -> int:
+    """Cancel the lead's waiting mail of one kind (a newsletter it ended); rows a worker holds
+    are left to it, as in `stop_marketing`. Returns the rows cancelled."""
+    return db.execute(
+        update(Outbox)
+        .where(Outbox.lead_id == lead_id, Outbox.kind == kind,
+               Outbox.status.in_([OutboxStatus.QUEUED, OutboxStatus.DEFERRED]))
+        .values(status=OutboxStatus.CANCELLED.value, last_error=reason)
+    ).rowcount
+
+
 def _stop_lead_enrollments(db: Session | Connection, lead_id: int, now: datetime) -> None:
     db.execute(update(Enrollment).where(Enrollment.lead_id == lead_id)
                .values(status=EnrollmentStatus.STOPPED.value, next_due_at=None, updated_at=now))

@@ -79,6 +79,9 @@ class ConsentKind(enum.StrEnum):
     CONFIRM = "confirm"  # the confirmation button: consent takes effect (marketing as on the latest signup)
     UNSUBSCRIBE = "unsubscribe"  # a link, one-click, or an operator on the person's request
     IMPORT = "import"  # brought over from an earlier tool, with the evidence it had
+    # The newsletter alone ended (its link or one-click); the status and marketing consent stay,
+    # so the follow-up sequence goes on. Its marketing_consent is the lead's, still true.
+    NEWSLETTER_END = "newsletter-end"
 
 
 # The consent events that give marketing consent, when their marketing_consent is true.
@@ -111,6 +114,8 @@ class Lead(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # When the lead ended the newsletter alone (None: gets it); never cleared by the code.
+    newsletter_ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class ConsentNotice(Base):

@@ -1,6 +1,7 @@
 """Links from mails: confirm (GET shows a button, POST confirms), download, a fresh link,
-unsubscribe (GET shows a button; POST, including RFC 8058 one-click, unsubscribes), and the
-click redirect of drip mails."""
+unsubscribe (GET shows a button; POST, including RFC 8058 one-click, unsubscribes), a
+newsletter's unsubscribe (GET offers "only the newsletter" and "all mail"; POST acts on the
+choice, and one-click ends the newsletter alone), and the click redirect of drip mails."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from mailer.content.newsletters import CLICK_SEQUENCE_PREFIX, PLAIN_LINK
 from mailer.errors import InvalidLink
-from mailer.funnel.links import CLICK_PREFIX, CONFIRM_PREFIX, CONSENT_PREFIX, DOWNLOAD_PREFIX, UNSUBSCRIBE_PREFIX
-from mailer.funnel.tokens import CONFIRM, CONSENT, DOWNLOAD, UNSUBSCRIBE
+from mailer.funnel.links import (CLICK_PREFIX, CONFIRM_PREFIX, CONSENT_PREFIX, DOWNLOAD_PREFIX,
+                                 NEWSLETTER_UNSUBSCRIBE_PREFIX, UNSUBSCRIBE_PREFIX)
+from mailer.funnel.tokens import CONFIRM, CONSENT, DOWNLOAD, NEWSLETTER_UNSUBSCRIBE, UNSUBSCRIBE
 from mailer.web.common import error_page, evidence, services, signup_limit
 from mailer.web.extensions import csrf, limiter
 from mailer.web.forms import NewLinkForm
@@ -134,6 +136,43 @@ def unsubscribe(token: str):
     return render_template("unsubscribed.html")
 
 
+@bp.route(f"{NEWSLETTER_UNSUBSCRIBE_PREFIX}/<token>", methods=["GET", "HEAD"])
+def newsletter_unsubscribe_page(token: str):
+    """Changes nothing (mail scanners open links); the page offers the two choices."""
+    try:
+        _newsletter_unsubscribe_link(token)
+    except InvalidLink:
+        return _bad_unsubscribe_link()
+    return render_template("unsubscribe_newsletter.html")
+
+
+@bp.post(f"{NEWSLETTER_UNSUBSCRIBE_PREFIX}/<token>")
+@csrf.exempt  # RFC 8058, as for the unsubscribe link of drip mail
+def newsletter_unsubscribe(token: str):
+    """keuze=alles ends all marketing mail, as the drip mail's link does; anything else (the
+    button "Alleen de nieuwsbrief", a one-click POST) ends the newsletter alone. 200 with a
+    page, never a redirect; repeating it is harmless."""
+    svc = services()
+    one_click = request.form.get("List-Unsubscribe") == "One-Click"
+    everything = not one_click and request.form.get("keuze") == "alles"
+    gets_marketing = True
+    try:
+        link = _newsletter_unsubscribe_link(token)
+        with svc.db.transaction() as session:
+            if everything:
+                svc.funnel.unsubscribe(session, link, evidence("newsletter-page"), svc.clock.now())
+            else:
+                lead = svc.funnel.end_newsletter(session, link, evidence("one-click" if one_click else "newsletter-page"),
+                                                 svc.clock.now())
+                gets_marketing = lead.marketing_consent
+    except InvalidLink as exc:
+        if exc.reason != "unknown":
+            return _bad_unsubscribe_link()
+        # A genuine link whose lead is gone (erased): there is nothing left to send them.
+    # A lead unsubscribed from everything before stays so, and the page says that.
+    return render_template("newsletter_ended.html" if gets_marketing and not everything else "unsubscribed.html")
+
+
 @bp.route(f"{CLICK_PREFIX}/<token>", methods=["GET", "HEAD"])
 def click(token: str):
     """Count the click and go on to the link's address from the content (never from the
@@ -181,6 +220,11 @@ def invalid_link(exc: InvalidLink):
 def _unsubscribe_link(token: str):
     """No maximum age: unsubscribing keeps working for as long as the mail exists."""
     return services().signer.read_lead_link(UNSUBSCRIBE, token)
+
+
+def _newsletter_unsubscribe_link(token: str):
+    """No maximum age either."""
+    return services().signer.read_lead_link(NEWSLETTER_UNSUBSCRIBE, token)
 
 
 def _bad_unsubscribe_link():

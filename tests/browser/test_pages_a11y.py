@@ -4,8 +4,8 @@ main landmark, a footer that is the page's contentinfo and one h1, its links use
 colours rather than the browser's default blue and purple, and it does not scroll sideways.
 
 The pages are reached the way a visitor reaches them, on a real `mailer serve`: the form, the
-mail's confirm link, its button, a broken link and the new-link form; only the unsubscribe link
-(in drip mails, which come days later) is signed here with the instance's own key.
+mail's confirm link, its button, a broken link and the new-link form; only the unsubscribe links
+(of drip mails and newsletters, which come days later) are signed here with the instance's own key.
 """
 
 from __future__ import annotations
@@ -104,6 +104,11 @@ def test_every_page_passes_axe_with_landmarks_a_heading_and_readable_links(maile
             expect(page.locator("h1")).to_have_text("Kijk in je mailbox")
             audit("new link asked")
 
+            audit("newsletter unsubscribe", 200, page.goto(signed_link(mailer_server, address, "newsletter_unsubscribe")))
+            page.get_by_role("button", name="Alleen de nieuwsbrief").click()
+            expect(page.locator("h1")).to_have_text("Je ontvangt de nieuwsbrief niet meer")
+            audit("newsletter ended")
+
             audit("unsubscribe", 200, page.goto(unsubscribe_link(mailer_server, address)))
             page.get_by_role("button", name="Ja, meld mij af").click()
             expect(page.locator("h1")).to_have_text("Je bent afgemeld")
@@ -114,7 +119,7 @@ def test_every_page_passes_axe_with_landmarks_a_heading_and_readable_links(maile
             context.close()
     failures = [failure for audit in audits for failure in audit.failures]
     assert not failures, "\n".join(failures)
-    assert [len(audit.seen) for audit in audits] == [17] * len(WIDTHS), [audit.seen for audit in audits]
+    assert [len(audit.seen) for audit in audits] == [19] * len(WIDTHS), [audit.seen for audit in audits]
 
 
 class Audit:
