@@ -27,12 +27,20 @@ class PeriodicJob:
 
 
 def periodic_jobs(services, senders: list[Sender]) -> list[PeriodicJob]:
-    """The drip job, and one dispatch job per sender (MAILER_SEND_CONCURRENCY), each with
+    """The drip job, the purge, the newsletter campaigns' job (one for all campaigns), and one
+    dispatch job per sender (MAILER_SEND_CONCURRENCY), each with
     its own connection."""
 
     def enqueue_drip() -> str:
         report = services.drip.run(services.db, services.clock.now())
         return report.line() if report.did_anything else ""
+
+    def start_campaigns() -> str:
+        from mailer.operator.campaigns import start_due
+
+        lines = start_due(services.db, services.content, zone=services.settings.drip_window.zone,
+                          now=services.clock.now(), domain=services.settings.mail_domain)
+        return "\n  ".join(lines)
 
     def purge_pending() -> str:
         from mailer.operator.people import purge_pending as purge
@@ -52,6 +60,9 @@ def periodic_jobs(services, senders: list[Sender]) -> list[PeriodicJob]:
 
     suffix = len(senders) > 1
     return [
+        # before the drip (a lead's step then waits for the gap after the newsletter) and before
+        # the dispatch (`mailer tick` starts a due campaign and sends its first batch)
+        PeriodicJob("start-campaigns", services.settings.drip_interval, start_campaigns),
         PeriodicJob("enqueue-drip", services.settings.drip_interval, enqueue_drip),
         PeriodicJob("purge-pending", PURGE_INTERVAL_SECONDS, purge_pending),
         *(PeriodicJob(f"dispatch-outbox{f'-{n}' if suffix else ''}", services.settings.dispatch_interval,

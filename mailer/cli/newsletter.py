@@ -1,5 +1,5 @@
-"""`mailer newsletter new|preview|test|audience`: writing a newsletter and seeing who would get it.
-(Sending is not built yet.)"""
+"""`mailer newsletter new|preview|test|audience|send|pause|resume|cancel`: writing a newsletter,
+seeing who would get it, and sending it to them (a campaign)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from mailer.cli.common import services
+from mailer.cli.common import parse_time, services
 
 
 def _day(_ctx, param, value: str | None) -> date | None:
@@ -67,7 +67,8 @@ def newsletter_test(slug: str, address: str, email: str | None) -> None:
 
     built = services()
     try:
-        sent = send_test(built.db, built.composer, built.transport(), built.content, slug, address, email)
+        sent = send_test(built.db, built.composer, built.transport(), built.content, slug, address, email,
+                         now=built.clock.now())
     except DeliveryError as exc:
         raise click.ClickException(f"not sent: {exc}") from None
     code, text = sent.reply
@@ -107,3 +108,42 @@ def newsletter_audience(slug: str, as_json: bool, sample_size: int, **given) -> 
         click.echo(f"  {address}")
     if view.count > len(view.sample):
         click.echo(f"  ... and {view.count - len(view.sample)} more")
+
+
+@newsletter.command("send", help="Schedule the newsletter for its audience (the file's [audience] filters, frozen "
+                                 "now) at --at (default now); the start-campaigns job queues it then and the sender "
+                                 "sends it inside the send window. Refused unless `mailer newsletter test` sent "
+                                 "exactly this content (or --no-test), and while a campaign of it is live.\n\n"
+                                 "Example: mailer newsletter send voorjaar-2027 --at 2027-03-02T09:00:00+01:00")
+@click.argument("slug")
+@click.option("--at", "start_at", default=None, help="ISO 8601 start time (default: now).")
+@click.option("--no-test", "no_test", is_flag=True, help="Send without a test of this content.")
+def newsletter_send(slug: str, start_at: str | None, no_test: bool) -> None:
+    from mailer.operator.campaigns import schedule
+
+    built = services()
+    at = parse_time(None, None, start_at) if start_at else None
+    view = schedule(built.db, built.content, slug, now=built.clock.now(), start_at=at, no_test=no_test)
+    click.echo(f"campaign {view.id}: newsletter {slug} scheduled for {view.start_at.isoformat()} "
+               f"(content {view.content_hash[:12]})")
+
+
+def _campaign_command(name: str, verb: str, help_text: str):
+    @newsletter.command(name, help=help_text)
+    @click.argument("slug")
+    def command(slug: str) -> None:
+        from mailer.operator import campaigns
+
+        built = services(check=False)
+        view = getattr(campaigns, name)(built.db, slug, now=built.clock.now())
+        click.echo(f"campaign {view.id}: newsletter {slug} is {view.status}; {view.changed_rows} waiting mail(s) {verb}")
+
+    return command
+
+
+_campaign_command("pause", "held", "Stop queueing the newsletter's campaign and hold its waiting mail (mail a "
+                  "worker has taken already goes out).\n\nExample: mailer newsletter pause voorjaar-2027")
+_campaign_command("resume", "due again", "Go on with a paused campaign: its held mail is due at once and the rest "
+                  "of the audience is queued.\n\nExample: mailer newsletter resume voorjaar-2027")
+_campaign_command("cancel", "cancelled", "Cancel the newsletter's campaign: nothing more is queued, waiting mail "
+                  "is cancelled, sent mail stays sent.\n\nExample: mailer newsletter cancel voorjaar-2027")

@@ -148,14 +148,18 @@ class Drip:
         downloaded = queries.leads_who_downloaded(session, lead_ids)
         clicked = queries.leads_who_clicked(session, lead_ids)
         gap = self.gap
+        # One marketing mail per lead per gap: a newsletter sent or queued within it counts
+        # (the step waits; the newsletter is never delayed for a step).
+        newsletters = queries.newsletters_since(session, lead_ids, now - gap)
         mails, moves, stops = [], [], []
         for row in rows:
             sequence = self.content.sequences[row.sequence]
             if row.status != LeadStatus.CONFIRMED or not row.marketing_consent:
                 stops.append(row.id)
                 continue
+            last_sent = max(filter(None, (row.last_sent_at, newsletters.get(row.lead_id))), default=None)
             move = advance(
-                sequence, anchor=row.anchor_at, position=row.position, last_sent=row.last_sent_at, now=now,
+                sequence, anchor=row.anchor_at, position=row.position, last_sent=last_sent, now=now,
                 gap=gap, done=done.get((row.lead_id, row.sequence), set()),
                 facts=Facts(downloaded=(row.lead_id, sequence.magnet) in downloaded,
                             clicked=(row.lead_id, row.sequence) in clicked),

@@ -1,9 +1,11 @@
 """Newsletters before anyone gets them: a starting file, a preview, a test send, and the
-audience (who would get it). Nothing here queues mail or changes a lead; sending is not built
-yet (issue 11)."""
+audience (who would get it). Nothing here queues mail or changes a lead; a test send is
+recorded with the content hash it was sent for (`send` asks for one). Sending to the audience
+is mailer/operator/campaigns.py."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timezone
 from email.utils import make_msgid
@@ -20,7 +22,7 @@ from mailer.delivery.rendering import Recipient, RenderedMail
 from mailer.errors import InvalidRequest, MailerError
 from mailer.store import queries
 from mailer.store.database import Database
-from mailer.store.tables import Click, Download, Enrollment, EnrollmentStatus, Lead, LeadStatus
+from mailer.store.tables import Click, Download, Enrollment, EnrollmentStatus, Lead, LeadStatus, TestSend
 
 TEST_PREFIX = "[TEST] "
 SAMPLE_SIZE = 10
@@ -95,9 +97,16 @@ def render(db: Database, renderer, content: Content, slug: str, lead_email: str 
     return renderer.render(newsletter_ref(content, slug, magnet), recipient)
 
 
+def content_hash(newsletter: Newsletter) -> str:
+    """What a test send and a campaign are for: subject, preheader and body (sha256)."""
+    text = "\x00".join((newsletter.subject, newsletter.preheader, newsletter.body))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def send_test(db: Database, composer, transport, content: Content, slug: str, to: str,
-              lead_email: str | None = None) -> TestSent:
-    """Send the newsletter to `to` now, marked [TEST]; DeliveryError if the relay refuses."""
+              lead_email: str | None = None, now: datetime | None = None) -> TestSent:
+    """Send the newsletter to `to` now, marked [TEST]; DeliveryError if the relay refuses.
+    A test the relay accepted is recorded (test_sends) with the content hash it was for."""
     try:
         address = validate_email(to, check_deliverability=False).normalized
     except EmailNotValidError as exc:
@@ -109,6 +118,9 @@ def send_test(db: Database, composer, transport, content: Content, slug: str, to
                                    make_msgid(domain=composer.domain(marketing=True)), subject_prefix=TEST_PREFIX)
     with transport:
         transport.send_messages([envelope])
+    with db.transaction() as session:
+        session.add(TestSend(slug=slug, content_hash=content_hash(find(content, slug)),
+                             at=now or datetime.now(timezone.utc)))
     return TestSent(ref, address, transport.last_reply)
 
 

@@ -155,13 +155,18 @@ def _stop_lead_enrollments(db: Session | Connection, lead_id: int, now: datetime
 def marketing_claim(db: Session | Connection, *, row_id: int, worker: str) -> bool | None:
     """Asked just before a marketing mail goes out: None if the row is no longer this worker's
     (cancelled, or taken over after the lease ran out); else whether its lead still wants
-    marketing mail (confirmed, with consent), so an unsubscribe after the claim stops it.
-    One read by primary keys."""
+    marketing mail (confirmed, with consent, and for a newsletter: not ended the newsletter),
+    so an unsubscribe after the claim stops it. One read by primary keys."""
     row = db.execute(
-        select(Lead.status, Lead.marketing_consent).join(Outbox, Outbox.lead_id == Lead.id)
+        select(Lead.status, Lead.marketing_consent, Lead.newsletter_ended_at, Outbox.kind)
+        .join(Outbox, Outbox.lead_id == Lead.id)
         .where(Outbox.id == row_id, Outbox.claimed_by == worker, Outbox.status == OutboxStatus.SENDING)
     ).first()
-    return None if row is None else (row.status == LeadStatus.CONFIRMED and row.marketing_consent)
+    if row is None:
+        return None
+    if row.kind == MailKind.NEWSLETTER and row.newsletter_ended_at is not None:
+        return False
+    return row.status == LeadStatus.CONFIRMED and row.marketing_consent
 
 
 def pause_marketing(db: Session | Connection, *, reason: str, now: datetime) -> None:
@@ -458,6 +463,21 @@ def drip_steps_had(session: Session, lead_ids: list[int]) -> dict[tuple[int, str
     for lead_id, sequence, step in rows:
         had.setdefault((lead_id, sequence), set()).add(step)
     return had
+
+
+def newsletters_since(session: Session, lead_ids: list[int], since: datetime) -> dict[int, datetime]:
+    """lead -> the time of its latest newsletter mail since `since` that is sent or still
+    waiting (sent_at, else when it was queued); for the drip job's per-lead marketing gap.
+    One query per batch (ix_outbox_lead_kind)."""
+    at = func.coalesce(Outbox.sent_at, Outbox.created_at)
+    rows = session.execute(
+        select(Outbox.lead_id, type_coerce(func.max(at), UTCDateTime())).where(
+            Outbox.lead_id.in_(lead_ids), Outbox.kind == MailKind.NEWSLETTER.value,
+            Outbox.status.in_([OutboxStatus.QUEUED.value, OutboxStatus.SENDING.value, OutboxStatus.DEFERRED.value,
+                               OutboxStatus.SENT.value]),
+            Outbox.created_at >= since)
+        .group_by(Outbox.lead_id))
+    return dict(rows.all())
 
 
 def leads_who_downloaded(session: Session, lead_ids: list[int]) -> set[tuple[int, str]]:

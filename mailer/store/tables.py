@@ -320,3 +320,62 @@ class ErasedTally(Base):
     day: Mapped[str] = mapped_column(String(10), primary_key=True)  # signup date, YYYY-MM-DD (UTC)
     metric: Mapped[str] = mapped_column(String(220), primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class CampaignStatus(enum.StrEnum):
+    """scheduled -> sending: the start-campaigns job reached start_at and queued a first batch.
+    sending -> done: every lead of the audience is queued (the mail itself may still be waiting).
+    scheduled | sending | done -> paused: `mailer newsletter pause`; no more is queued and its
+    waiting rows are held (next_attempt_at set to CAMPAIGN_HELD). paused -> scheduled | sending:
+    `resume` (sending once anything was queued; the job then finds it done if nothing is left);
+    its held rows are due again at once. scheduled | sending | paused | done -> cancelled:
+    `cancel`; its queued and deferred rows are cancelled, sent mail stays sent. done and
+    cancelled are final, and a new campaign of the same slug may be made after them."""
+
+    SCHEDULED = "scheduled"
+    SENDING = "sending"
+    PAUSED = "paused"
+    DONE = "done"
+    CANCELLED = "cancelled"
+
+
+# The campaigns of which at most one per slug may exist at a time.
+LIVE_CAMPAIGN = (CampaignStatus.SCHEDULED, CampaignStatus.SENDING, CampaignStatus.PAUSED)
+# next_attempt_at of a paused campaign's waiting rows: the claim never reaches it.
+CAMPAIGN_HELD = datetime(9999, 1, 1, tzinfo=timezone.utc)
+
+
+class Campaign(Base):
+    """One sending of a newsletter to its audience (`mailer newsletter send`). The start-campaigns
+    job queues the audience in batches by lead id; `checkpoint` is the last lead id queued, moved
+    in the same transaction as the batch's outbox rows (key `newsletter:<campaign id>:<lead id>`),
+    so a crash resumes after the last whole batch without a second copy."""
+
+    __tablename__ = "campaigns"
+    __table_args__ = (Index("ix_campaigns_status_start", "status", "start_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(100), index=True)
+    status: Mapped[str] = mapped_column(String(20), default=CampaignStatus.SCHEDULED.value)
+    start_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    content_hash: Mapped[str] = mapped_column(String(64))  # sha256 of subject, preheader and body when scheduled
+    filters: Mapped[str] = mapped_column(Text)  # JSON: the audience filters, frozen when scheduled
+    checkpoint: Mapped[int] = mapped_column(Integer, default=0)  # the last lead id queued
+    queued: Mapped[int] = mapped_column(Integer, default=0)  # outbox rows queued so far
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # done or cancelled
+
+
+class TestSend(Base):
+    """A `mailer newsletter test` that reached the relay, for exactly this content: `send` asks
+    for one with the newsletter's current content hash."""
+
+    __tablename__ = "test_sends"
+    __table_args__ = (Index("ix_test_sends_slug_hash", "slug", "content_hash"),)
+    __test__ = False  # not a pytest class
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(100))
+    content_hash: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)

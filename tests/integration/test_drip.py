@@ -106,7 +106,7 @@ def test_the_scheduler_holds_the_same_jobs_whatever_the_number_of_leads(services
 
     empty = job_count()
     enrol(services, 500, ANCHOR)
-    assert job_count() == empty == 3  # drip, purge and one dispatch job
+    assert job_count() == empty == 4  # drip, purge, campaigns and one dispatch job
 
 
 # --- sequence changes and several processes ---------------------------------------------------

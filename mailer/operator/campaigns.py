@@ -1,0 +1,220 @@
+"""Sending a newsletter to its audience: a campaign (`mailer newsletter send|pause|resume|cancel`)
+and the one periodic job that queues the campaigns whose start time has come.
+
+A campaign freezes the newsletter's content hash and audience filters when it is scheduled.
+The job queues its audience by lead id in batches (keyset: lead id > checkpoint), each batch one
+transaction that inserts the outbox rows (key `newsletter:<campaign id>:<lead id>`, ON CONFLICT
+DO NOTHING) and moves the checkpoint, so a crash resumes after the last whole batch and never
+queues a lead twice. The sender then sends them as marketing mail (window, pause, priority).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from email.utils import make_msgid
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select, update
+
+from mailer.content.files import Content
+from mailer.content.newsletters import Audience, click_sequence
+from mailer.delivery.kinds import KINDS
+from mailer.errors import InvalidRequest, MailerError
+from mailer.operator.newsletters import audience_query, content_hash, find
+from mailer.store import queries
+from mailer.store.database import Database
+from mailer.store.tables import (
+    CAMPAIGN_HELD,
+    LIVE_CAMPAIGN,
+    Campaign,
+    CampaignStatus,
+    Lead,
+    MailKind,
+    Outbox,
+    OutboxStatus,
+    TestSend,
+)
+
+BATCH_SIZE = 1000
+WAITING = (OutboxStatus.QUEUED.value, OutboxStatus.DEFERRED.value)
+
+
+@dataclass(frozen=True)
+class CampaignView:
+    id: int
+    slug: str
+    status: str
+    start_at: datetime
+    content_hash: str
+    queued: int
+    changed_rows: int = 0  # rows held, released or cancelled by this command
+
+
+def _view(campaign: Campaign, changed: int = 0) -> CampaignView:
+    return CampaignView(campaign.id, campaign.slug, campaign.status, campaign.start_at, campaign.content_hash,
+                        campaign.queued, changed)
+
+
+def filters_json(audience: Audience) -> str:
+    data = {name: (value.isoformat() if isinstance(value, date) else list(value) if isinstance(value, tuple) else value)
+            for name, value in vars(audience).items()}
+    return json.dumps(data, sort_keys=True)
+
+
+def filters_from_json(text: str) -> Audience:
+    data = json.loads(text)
+    for name in ("signed_up_after", "signed_up_before"):
+        if data.get(name):
+            data[name] = date.fromisoformat(data[name])
+    for name in ("magnets", "clicked", "not_clicked"):
+        data[name] = tuple(data.get(name) or ())
+    return Audience(**data)
+
+
+def schedule(db: Database, content: Content, slug: str, *, now: datetime, start_at: datetime | None = None,
+             no_test: bool = False) -> CampaignView:
+    """Schedule the newsletter for its audience at start_at (default now). Refused unless a test
+    was sent for exactly this content (or no_test), and while the slug has a live campaign."""
+    newsletter = find(content, slug)
+    digest = content_hash(newsletter)
+    with db.transaction() as session:
+        if not no_test and session.scalar(select(TestSend.id).where(
+                TestSend.slug == slug, TestSend.content_hash == digest).limit(1)) is None:
+            raise MailerError(f"newsletter {slug}: no test was sent of this content; run `mailer newsletter test "
+                              f"{slug} --to YOU` first (or give --no-test)")
+        live = session.scalar(select(Campaign).where(Campaign.slug == slug,
+                                                     Campaign.status.in_([s.value for s in LIVE_CAMPAIGN])))
+        if live is not None:
+            raise MailerError(f"newsletter {slug} has a campaign already ({live.status}, starts "
+                              f"{live.start_at.isoformat()}); cancel it first")
+        campaign = Campaign(slug=slug, status=CampaignStatus.SCHEDULED.value,
+                            start_at=(start_at or now).astimezone(timezone.utc),
+                            content_hash=digest, filters=filters_json(newsletter.audience), checkpoint=0, queued=0,
+                            created_at=now, updated_at=now)
+        session.add(campaign)
+        session.flush()
+        return _view(campaign)
+
+
+def _current(session, slug: str) -> Campaign:
+    """The slug's newest campaign that is not cancelled, locked."""
+    campaign = session.scalar(select(Campaign).where(Campaign.slug == slug,
+                                                     Campaign.status != CampaignStatus.CANCELLED.value)
+                              .order_by(Campaign.id.desc()).limit(1).with_for_update())
+    if campaign is None:
+        raise InvalidRequest(f"newsletter {slug!r} has no campaign (schedule one with `mailer newsletter send`)",
+                             "SLUG")
+    return campaign
+
+
+def _rows(campaign_id: int):
+    """The campaign's waiting rows (its idempotency keys share one prefix)."""
+    return (Outbox.idempotency_key.like(f"newsletter:{campaign_id}:%"), Outbox.status.in_(WAITING))
+
+
+def pause(db: Database, slug: str, *, now: datetime) -> CampaignView:
+    """Queue no more and hold the campaign's waiting rows (next_attempt_at far away); a row a
+    worker has claimed already goes out."""
+    with db.transaction() as session:
+        campaign = _current(session, slug)
+        if campaign.status == CampaignStatus.PAUSED:
+            return _view(campaign)
+        held = session.execute(update(Outbox).where(*_rows(campaign.id)).values(next_attempt_at=CAMPAIGN_HELD)).rowcount
+        campaign.status, campaign.updated_at = CampaignStatus.PAUSED.value, now
+        return _view(campaign, held)
+
+
+def resume(db: Database, slug: str, *, now: datetime) -> CampaignView:
+    """Queue on (from the checkpoint) and make its held rows due at once."""
+    with db.transaction() as session:
+        campaign = _current(session, slug)
+        if campaign.status != CampaignStatus.PAUSED:
+            raise InvalidRequest(f"newsletter {slug}: its campaign is {campaign.status}, not paused", "SLUG")
+        released = session.execute(update(Outbox).where(*_rows(campaign.id), Outbox.next_attempt_at == CAMPAIGN_HELD)
+                                   .values(next_attempt_at=now)).rowcount
+        started = campaign.checkpoint > 0 or campaign.queued > 0
+        campaign.status = (CampaignStatus.SENDING if started else CampaignStatus.SCHEDULED).value
+        campaign.updated_at = now
+        return _view(campaign, released)
+
+
+def cancel(db: Database, slug: str, *, now: datetime) -> CampaignView:
+    """Queue no more; its queued and deferred rows are cancelled, sent mail stays sent."""
+    with db.transaction() as session:
+        campaign = _current(session, slug)
+        cancelled = session.execute(update(Outbox).where(*_rows(campaign.id))
+                                    .values(status=OutboxStatus.CANCELLED.value,
+                                            last_error="campaign cancelled")).rowcount
+        campaign.status, campaign.updated_at, campaign.finished_at = CampaignStatus.CANCELLED.value, now, now
+        return _view(campaign, cancelled)
+
+
+# --- the start-campaigns job --------------------------------------------------------------
+
+def enqueue_batch(db: Database, content: Content, campaign_id: int, *, zone: ZoneInfo, now: datetime, domain: str,
+                  batch_size: int = BATCH_SIZE) -> int:
+    """Queue the next batch of the campaign's audience (lead id > checkpoint) and move the
+    checkpoint, in one transaction; the campaign is done when a batch comes up short. The
+    number of rows queued; -1 when the campaign is not (any more) to be queued."""
+    with db.transaction() as session:
+        campaign = session.get(Campaign, campaign_id, with_for_update=True, populate_existing=True)
+        if campaign is None or campaign.status not in (CampaignStatus.SCHEDULED, CampaignStatus.SENDING):
+            return -1
+        query = (audience_query(filters_from_json(campaign.filters), zone).add_columns(Lead.magnet)
+                 .where(Lead.id > campaign.checkpoint).order_by(Lead.id).limit(batch_size))
+        leads = session.execute(query).all()
+        kind, sequence = KINDS[MailKind.NEWSLETTER], click_sequence(campaign.slug)
+        rows = [{
+            "kind": MailKind.NEWSLETTER.value, "lead_id": lead.id, "recipient": lead.email,
+            # the footer names the guide the lead asked for; a removed magnet's lead gets the default
+            "magnet": lead.magnet if lead.magnet in content.magnets else content.organisation.default_magnet,
+            "sequence": sequence, "step": campaign.slug, "idempotency_key": f"newsletter:{campaign.id}:{lead.id}",
+            "message_id": make_msgid(domain=domain), "priority": kind.priority,
+            "status": OutboxStatus.QUEUED.value, "attempts": 0, "unknown_outcomes": 0,
+            "created_at": now, "queued_at": now, "next_attempt_at": now,
+        } for lead in leads]
+        queries.insert_drip_mails(session, rows)
+        if leads:
+            campaign.checkpoint = leads[-1].id
+        campaign.queued += len(rows)
+        campaign.updated_at = now
+        if len(leads) < batch_size:
+            campaign.status, campaign.finished_at = CampaignStatus.DONE.value, now
+        else:
+            campaign.status = CampaignStatus.SENDING.value
+        return len(rows)
+
+
+def start_due(db: Database, content: Content, *, zone: ZoneInfo, now: datetime, domain: str,
+              batch_size: int = BATCH_SIZE, max_batches: int | None = None) -> list[str]:
+    """The start-campaigns job: queue every campaign whose start time has come (scheduled) or
+    that is part-way (sending), batch by batch. Nothing is queued while marketing is paused.
+    A campaign whose newsletter changed since it was scheduled is not started (the content hash
+    differs): it waits, and the line says so. One line per campaign that did something."""
+    with db.read_only() as session:
+        if queries.marketing_paused(session):
+            return []
+        due = session.execute(select(Campaign.id, Campaign.slug, Campaign.content_hash, Campaign.status).where(
+            Campaign.status.in_([CampaignStatus.SCHEDULED.value, CampaignStatus.SENDING.value]),
+            Campaign.start_at <= now).order_by(Campaign.start_at, Campaign.id)).all()
+    lines = []
+    for campaign in due:
+        newsletter = content.newsletters.get(campaign.slug)
+        if newsletter is None or content_hash(newsletter) != campaign.content_hash:
+            lines.append(f"campaign {campaign.id} ({campaign.slug}) waits: the newsletter file changed or is gone "
+                         f"since it was scheduled (cancel and send again)")
+            continue
+        total, batches = 0, 0
+        while max_batches is None or batches < max_batches:
+            queued = enqueue_batch(db, content, campaign.id, zone=zone, now=now, domain=domain,
+                                   batch_size=batch_size)
+            batches += 1
+            if queued < 0:
+                break
+            total += queued
+            if queued < batch_size:
+                break
+        lines.append(f"campaign {campaign.id} ({campaign.slug}): queued {total}")
+    return lines
