@@ -69,13 +69,16 @@ Examples:
 @click.option("--until", callback=day_option, help="Signed up on or before this day.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def stats_command(magnet, since, until, as_json) -> None:
+    from mailer.operator.campaigns import all_figures
     from mailer.operator.figures import funnel_figures
 
     built = services(check=False)
     figures = funnel_figures(built.db, built.content, magnet=magnet, since=since, until=until)
+    campaigns = all_figures(built.db, zone=built.settings.drip_window.zone)
     if as_json:
         click.echo(json.dumps({"since": since and since.isoformat(), "until": until and until.isoformat(),
-                               "magnets": [f.as_dict() for f in figures]}, indent=2))
+                               "magnets": [f.as_dict() for f in figures],
+                               "campaigns": [c.as_dict() for c in campaigns]}, indent=2))
         return
     period = f"{since or 'the start'} to {until or 'today'}"
     if not figures:
@@ -91,6 +94,13 @@ def stats_command(magnet, since, until, as_json) -> None:
             click.echo(f"  {'drip step':<44}{'sent':>7}{'clicked':>9}")
             for step, values in f.steps.items():
                 click.echo(f"  {step:<44}{values['sent']:>7}{values['clicked']:>9}")
+    if campaigns:
+        click.echo("newsletter campaigns (all, whatever the period):")
+        click.echo(f"  {'slug':<24}{'status':<11}{'audience':>9}{'sent':>7}{'failed':>7}{'clicks':>8}{'unsubs':>7}")
+        for c in campaigns:
+            clicked = sum(c.clicks.values())
+            click.echo(f"  {c.slug:<24}{c.status:<11}{c.audience:>9}{c.sent:>7}{c.failed:>7}{clicked:>8}"
+                       f"{c.unsubscribes:>7}")
 
 
 @click.group("lead", help="One person's data: show, export (access and portability), erase, unsubscribe.")

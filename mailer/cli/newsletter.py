@@ -1,5 +1,5 @@
-"""`mailer newsletter new|preview|test|audience|send|pause|resume|cancel`: writing a newsletter,
-seeing who would get it, and sending it to them (a campaign)."""
+"""`mailer newsletter new|preview|test|audience|send|pause|resume|cancel|status|list`: writing a
+newsletter, seeing who would get it, sending it to them (a campaign), and its figures."""
 
 from __future__ import annotations
 
@@ -147,3 +147,54 @@ _campaign_command("resume", "due again", "Go on with a paused campaign: its held
                   "of the audience is queued.\n\nExample: mailer newsletter resume voorjaar-2027")
 _campaign_command("cancel", "cancelled", "Cancel the newsletter's campaign: nothing more is queued, waiting mail "
                   "is cancelled, sent mail stays sent.\n\nExample: mailer newsletter cancel voorjaar-2027")
+
+
+def _counts(view) -> str:
+    return f"queued {view.queued}, sent {view.sent}, failed {view.failed}"
+
+
+@newsletter.command("status", help="The newsletter's newest campaign in figures: audience, mail queued, sent, "
+                                   "deferred, failed (with the server's last reply), cancelled, unique clicks per "
+                                   "link, and newsletter unsubscribes after its mail.\n\n"
+                                   "Example: mailer newsletter status voorjaar-2027 --json")
+@click.argument("slug")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (keys: audience, queued, sent, "
+                                                      "deferred, failed, clicks, unsubscribes, status, start_at, ...).")
+def newsletter_status(slug: str, as_json: bool) -> None:
+    from mailer.operator.campaigns import figures
+
+    built = services(check=False)
+    view = figures(built.db, slug, zone=built.settings.drip_window.zone)
+    if as_json:
+        click.echo(json.dumps(view.as_dict(), indent=2, ensure_ascii=False))
+        return
+    audience_note = "the number queued" if view.audience_from == "queued" else "its frozen filters, counted now"
+    click.echo(f"campaign {view.id}: newsletter {view.slug}, {view.status}, start {view.start_at.isoformat()}"
+               + (f", finished {view.finished_at.isoformat()}" if view.finished_at else ""))
+    for label, value, note in (("audience", view.audience, f"  ({audience_note})"), ("queued", view.queued, ""),
+                               ("sent", view.sent, ""), ("waiting", view.waiting, ""),
+                               ("deferred", view.deferred, ""), ("failed", view.failed, ""),
+                               ("cancelled", view.cancelled, ""), ("unsubscribes", view.unsubscribes, "")):
+        click.echo(f"  {label:<14}{value:>8}{note}")
+    click.echo("  clicks (unique leads per link):" + ("" if view.clicks else " none"))
+    for link, count in view.clicks.items():
+        click.echo(f"    {link:<30}{count:>8}")
+    if view.failures:
+        click.echo("  failed:")
+        for recipient, reply in view.failures:
+            click.echo(f"    {recipient}: {reply}")
+        if view.failed > len(view.failures):
+            click.echo(f"    ... and {view.failed - len(view.failures)} more")
+
+
+@newsletter.command("list", help="Every campaign, newest start first: slug, status, start, queued/sent/failed.\n\n"
+                                 "Example: mailer newsletter list")
+def newsletter_list() -> None:
+    from mailer.operator.campaigns import all_figures
+
+    built = services(check=False)
+    views = all_figures(built.db, zone=built.settings.drip_window.zone)
+    if not views:
+        click.echo("no campaigns")
+    for view in views:
+        click.echo(f"{view.slug}  {view.status}  {view.start_at.isoformat()}  {_counts(view)}")

@@ -6,6 +6,8 @@ The job queues its audience by lead id in batches (keyset: lead id > checkpoint)
 transaction that inserts the outbox rows (key `newsletter:<campaign id>:<lead id>`, ON CONFLICT
 DO NOTHING) and moves the checkpoint, so a crash resumes after the last whole batch and never
 queues a lead twice. The sender then sends them as marketing mail (window, pause, priority).
+
+`figures` / `all_figures` are a campaign's figures (`mailer newsletter status|list`, `mailer stats`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from datetime import date, datetime, timezone
 from email.utils import make_msgid
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from mailer.content.files import Content
 from mailer.content.newsletters import Audience, click_sequence
@@ -30,6 +32,9 @@ from mailer.store.tables import (
     LIVE_CAMPAIGN,
     Campaign,
     CampaignStatus,
+    Click,
+    ConsentEvent,
+    ConsentKind,
     Lead,
     MailKind,
     Outbox,
@@ -218,3 +223,96 @@ def start_due(db: Database, content: Content, *, zone: ZoneInfo, now: datetime, 
                 break
         lines.append(f"campaign {campaign.id} ({campaign.slug}): queued {total}")
     return lines
+
+
+# --- figures: `mailer newsletter status|list`, `mailer stats` ---------------------------------
+
+FAILURES_SHOWN = 100
+
+
+@dataclass(frozen=True)
+class CampaignFigures:
+    """One campaign in figures, from its outbox rows (key prefix `newsletter:<id>:`).
+
+    audience: while the campaign is still queueing, the count of its frozen filters' audience
+    now (audience_from "filters"); once it finished queueing (done, or cancelled), the number
+    queued (audience_from "queued"). queued: rows made (every status); sent, deferred, failed,
+    cancelled, waiting (queued or being sent): rows in that status now. clicks: per link name,
+    leads who clicked it after their mail was sent. unsubscribes: leads who ended the newsletter
+    (consent event `newsletter-end`) after this campaign's mail was sent to them."""
+
+    id: int
+    slug: str
+    status: str
+    start_at: datetime
+    finished_at: datetime | None
+    audience: int
+    audience_from: str
+    queued: int
+    sent: int
+    deferred: int
+    failed: int
+    cancelled: int
+    waiting: int
+    clicks: dict[str, int]
+    unsubscribes: int
+    failures: tuple[tuple[str, str], ...] = ()  # (recipient, last reply), at most FAILURES_SHOWN
+
+    def as_dict(self) -> dict:
+        return {"id": self.id, "slug": self.slug, "status": self.status, "start_at": self.start_at.isoformat(),
+                "finished_at": self.finished_at and self.finished_at.isoformat(), "audience": self.audience,
+                "audience_from": self.audience_from, "queued": self.queued, "sent": self.sent,
+                "deferred": self.deferred, "failed": self.failed, "cancelled": self.cancelled,
+                "waiting": self.waiting, "clicks": dict(self.clicks), "unsubscribes": self.unsubscribes,
+                "failures": [{"recipient": r, "reply": reply} for r, reply in self.failures]}
+
+
+def _figures(session, campaign: Campaign, zone: ZoneInfo, with_failures: bool) -> CampaignFigures:
+    mine = Outbox.idempotency_key.like(f"newsletter:{campaign.id}:%")
+    by_status = dict(session.execute(select(Outbox.status, func.count()).where(mine).group_by(Outbox.status)).all())
+    # the leads this campaign's mail reached, and when
+    got = select(Outbox.lead_id, Outbox.sent_at).where(mine, Outbox.status == OutboxStatus.SENT.value).subquery()
+    clicks = dict(session.execute(
+        select(Click.link, func.count(func.distinct(Click.lead_id)))
+        .join(got, got.c.lead_id == Click.lead_id)
+        .where(Click.sequence == click_sequence(campaign.slug), Click.at >= got.c.sent_at)
+        .group_by(Click.link).order_by(Click.link)).all())
+    unsubscribes = session.scalar(
+        select(func.count(func.distinct(ConsentEvent.lead_id))).join(got, got.c.lead_id == ConsentEvent.lead_id)
+        .where(ConsentEvent.kind == ConsentKind.NEWSLETTER_END.value, ConsentEvent.at >= got.c.sent_at))
+    if campaign.finished_at is not None:
+        audience, source = campaign.queued, "queued"
+    else:
+        frozen = audience_query(filters_from_json(campaign.filters), zone).subquery()
+        audience, source = session.scalar(select(func.count()).select_from(frozen)), "filters"
+    failures = ()
+    if with_failures:
+        failures = tuple((r, e or "") for r, e in session.execute(
+            select(Outbox.recipient, Outbox.last_error).where(mine, Outbox.status == OutboxStatus.FAILED.value)
+            .order_by(Outbox.id).limit(FAILURES_SHOWN)))
+
+    def count(status: OutboxStatus) -> int:
+        return int(by_status.get(status.value, 0))
+
+    return CampaignFigures(
+        campaign.id, campaign.slug, campaign.status, campaign.start_at, campaign.finished_at, int(audience or 0),
+        source, sum(by_status.values()), count(OutboxStatus.SENT), count(OutboxStatus.DEFERRED),
+        count(OutboxStatus.FAILED), count(OutboxStatus.CANCELLED),
+        count(OutboxStatus.QUEUED) + count(OutboxStatus.SENDING), clicks, int(unsubscribes or 0), failures)
+
+
+def figures(db: Database, slug: str, *, zone: ZoneInfo) -> CampaignFigures:
+    """The figures of the slug's newest campaign (a cancelled one too), with its failed rows."""
+    with db.read_only() as session:
+        campaign = session.scalar(select(Campaign).where(Campaign.slug == slug).order_by(Campaign.id.desc()).limit(1))
+        if campaign is None:
+            raise InvalidRequest(f"newsletter {slug!r} has no campaign (schedule one with `mailer newsletter send`)",
+                                 "SLUG")
+        return _figures(session, campaign, zone, with_failures=True)
+
+
+def all_figures(db: Database, *, zone: ZoneInfo) -> list[CampaignFigures]:
+    """Every campaign's figures, newest start first (failed rows not listed)."""
+    with db.read_only() as session:
+        return [_figures(session, campaign, zone, with_failures=False) for campaign in
+                session.scalars(select(Campaign).order_by(Campaign.start_at.desc(), Campaign.id.desc()))]
