@@ -63,6 +63,8 @@ class Tools:
     # tracked_link(name, address): the marker of a tracked link to an address the content gives
     # (a newsletter's plain links); the click redirect finds the address again by the name.
     tracked_link: Callable[[str, str], str] = lambda name, address: address
+    # page_link(slug): the absolute address of a public newsletter's page in the archive.
+    page_link: Callable[[str], str] = lambda slug: ""
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,8 @@ def _newsletter(content: Content, ref: MailRef, tools: Tools) -> Words:
         "magnet": content.magnets[ref.magnet], "newsletter": newsletter, "preheader": newsletter.preheader,
         "body_parts": [(Markup(p.html), p.button) for p in parts], "body_text": text, "unsubscribe": tools.unsubscribe, "link": tools.named_link,
         "guide_link": tools.main_link,
+        # "Bekijk deze e-mail in je browser": only a public newsletter has a page (docs/newsletters.md).
+        "browser_link": tools.page_link(newsletter.slug) if newsletter.public else "",
     })
 
 

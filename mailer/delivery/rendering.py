@@ -151,7 +151,8 @@ class MailRenderer:
                                  f"({', '.join(named_links) or 'none defined'})")
             return tracked_link(name, named_links[name])
 
-        return Tools(self.confirm_days, named_link, LINK_MARK, UNSUBSCRIBE_MARK, tracked_link)
+        return Tools(self.confirm_days, named_link, LINK_MARK, UNSUBSCRIBE_MARK, tracked_link,
+                     page_link=self.links.newsletter_page)
 
     def _prepare(self, ref: MailRef) -> _Prepared:
         kind = KINDS[ref.kind]

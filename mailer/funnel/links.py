@@ -13,6 +13,7 @@ CONSENT_PREFIX = "/toestemming"
 UNSUBSCRIBE_PREFIX = "/afmelden"
 NEWSLETTER_UNSUBSCRIBE_PREFIX = "/afmelden/nieuwsbrief"  # a newsletter's: only it, or all mail
 CLICK_PREFIX = "/k"
+ARCHIVE_PREFIX = "/nieuwsbrief"  # the public archive: /nieuwsbrief/, /nieuwsbrief/<slug>, /nieuwsbrief/feed.xml
 
 
 class Links:
@@ -43,3 +44,7 @@ class Links:
     def click(self, lead_id: int, sequence: str, step: str, link: str, email: str) -> str:
         token = self.signer.click_link(lead_id, sequence, step, link, email)
         return f"{self.base_url}{CLICK_PREFIX}/{token}"
+
+    def newsletter_page(self, slug: str) -> str:
+        """The newsletter's public page in the archive (no token: the page names no one)."""
+        return f"{self.base_url}{ARCHIVE_PREFIX}/{slug}"

@@ -3,10 +3,14 @@ privacy statement."""
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
+from datetime import timezone
+
+from flask import Blueprint, abort, current_app, make_response, redirect, render_template, request, url_for
 
 from mailer.errors import InvalidLink
 from mailer.funnel.actions import Signup
+from mailer.funnel.links import ARCHIVE_PREFIX
+from mailer.operator import archive
 from mailer.web.common import evidence, services, signup_limit
 from mailer.web.extensions import csrf, limiter
 from mailer.web.forms import SignupForm
@@ -74,6 +78,52 @@ def privacy():
     # the text shown here is the text every signup stores (Notice.statement).
     content = services().content
     return render_template("privacy.html", statement=content.privacy, notice=content.organisation.notice)
+
+
+MONTHS = ("januari", "februari", "maart", "april", "mei", "juni", "juli", "augustus", "september", "oktober",
+          "november", "december")
+
+
+@bp.app_template_filter("dutch_date")
+def dutch_date(moment) -> str:
+    """5 maart 2026 (the day in the send window's time zone)."""
+    day = moment.astimezone(services().settings.drip_window.zone) if moment.tzinfo else moment
+    return f"{day.day} {MONTHS[day.month - 1]} {day.year}"
+
+
+@bp.app_template_filter("atom_time")
+def atom_time(moment) -> str:
+    """RFC 3339 in UTC, as Atom asks."""
+    moment = moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@bp.get(f"{ARCHIVE_PREFIX}/")
+def archive_list():
+    """The public archive: newsletters marked public whose campaign started (operator/archive.py)."""
+    svc = services()
+    return render_template("archive.html", entries=archive.entries(svc.db, svc.content))
+
+
+@bp.get(f"{ARCHIVE_PREFIX}/feed.xml")
+def archive_feed():
+    svc = services()
+    entries = archive.entries(svc.db, svc.content)
+    updated = entries[0].sent_at if entries else svc.clock.now()
+    body = render_template("archive_feed.xml", entries=entries, updated=updated, page=svc.links.newsletter_page,
+                           feed_id=f"{svc.links.base_url}{ARCHIVE_PREFIX}/")
+    response = make_response(body)
+    response.headers["Content-Type"] = "application/atom+xml; charset=utf-8"
+    return response
+
+
+@bp.get(f"{ARCHIVE_PREFIX}/<slug>")
+def archive_page(slug: str):
+    svc = services()
+    shown = archive.page(svc.db, svc.content, slug)
+    if shown is None:
+        abort(404)
+    return render_template("archive_page.html", page=shown, newsletter=shown.entry.newsletter)
 
 
 def _show_form(magnet, form: SignupForm, embed: bool, message: str | None = None, status: int = 200):
