@@ -13,12 +13,12 @@ queues a lead twice. The sender then sends them as marketing mail (window, pause
 from __future__ import annotations
 
 import json
+import secrets
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from email.utils import make_msgid
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, String, case, cast, func, literal, select, update
 
 from mailer.content.files import Content
 from mailer.content.newsletters import Audience, click_sequence
@@ -42,7 +42,7 @@ from mailer.store.tables import (
     TestSend,
 )
 
-BATCH_SIZE = 1000
+BATCH_SIZE = 10_000
 WAITING = (OutboxStatus.QUEUED.value, OutboxStatus.DEFERRED.value)
 
 
@@ -167,29 +167,54 @@ def enqueue_batch(db: Database, content: Content, campaign_id: int, *, zone: Zon
         campaign = session.get(Campaign, campaign_id, with_for_update=True, populate_existing=True)
         if campaign is None or campaign.status not in (CampaignStatus.SCHEDULED, CampaignStatus.SENDING):
             return -1
-        query = (audience_query(filters_from_json(campaign.filters), zone).add_columns(Lead.magnet)
-                 .where(Lead.id > campaign.checkpoint).order_by(Lead.id).limit(batch_size))
-        leads = session.execute(query).all()
-        kind, sequence = KINDS[MailKind.NEWSLETTER], click_sequence(campaign.slug)
-        rows = [{
-            "kind": MailKind.NEWSLETTER.value, "lead_id": lead.id, "recipient": lead.email,
-            # the footer names the guide the lead asked for; a removed magnet's lead gets the default
-            "magnet": lead.magnet if lead.magnet in content.magnets else content.organisation.default_magnet,
-            "sequence": sequence, "step": campaign.slug, "idempotency_key": f"newsletter:{campaign.id}:{lead.id}",
-            "message_id": make_msgid(domain=domain), "priority": kind.priority,
-            "status": OutboxStatus.QUEUED.value, "attempts": 0, "unknown_outcomes": 0,
-            "created_at": now, "queued_at": now, "next_attempt_at": now,
-        } for lead in leads]
-        queries.insert_drip_mails(session, rows)
-        if leads:
-            campaign.checkpoint = leads[-1].id
-        campaign.queued += len(rows)
+        audience = audience_query(filters_from_json(campaign.filters), zone).where(Lead.id > campaign.checkpoint)
+        # the batch: the next batch_size leads by id; its count and last id move the checkpoint
+        batch = audience.with_only_columns(Lead.id).order_by(Lead.id).limit(batch_size).subquery()
+        found, last = session.execute(select(func.count(), func.max(batch.c.id))).one()
+        queued = 0
+        if found:
+            insert = _insert_batch(session, content, campaign, audience.where(Lead.id <= last), now=now, domain=domain)
+            if session.bind.dialect.name == "postgresql":  # psycopg's rowcount is -1 here: count what RETURNING gives
+                queued = len(session.execute(insert.returning(Outbox.id)).all())
+            else:
+                queued = session.connection().execute(insert).rowcount
+            campaign.checkpoint = last
+        campaign.queued += queued
         campaign.updated_at = now
-        if len(leads) < batch_size:
+        if found < batch_size:
             campaign.status, campaign.finished_at = CampaignStatus.DONE.value, now
         else:
             campaign.status = CampaignStatus.SENDING.value
-        return len(rows)
+        return queued
+
+
+def _insert_batch(session, content: Content, campaign: Campaign, leads: Select, *, now: datetime, domain: str):
+    """One INSERT INTO outbox … SELECT … of the batch's leads (no row passes through Python),
+    ON CONFLICT DO NOTHING on the idempotency key. The Message-ID is made in SQL:
+    <n CAMPAIGN.LEAD.TOKEN@DOMAIN>, unique by campaign and lead id, with a random token per
+    batch so it cannot be guessed from the ids."""
+    kind, token = KINDS[MailKind.NEWSLETTER], secrets.token_hex(8)
+    column = Outbox.__table__.c
+
+    def value(data, name: str):
+        return literal(data, column[name].type)
+
+    lead_id = cast(Lead.id, String)
+    # the footer names the guide the lead asked for; a removed magnet's lead gets the default
+    magnet = case((Lead.magnet.in_(list(content.magnets)), Lead.magnet),
+                  else_=value(content.organisation.default_magnet, "magnet"))
+    rows = leads.with_only_columns(
+        value(MailKind.NEWSLETTER.value, "kind"), Lead.id, Lead.email, magnet,
+        value(click_sequence(campaign.slug), "sequence"), value(campaign.slug, "step"),
+        value(f"newsletter:{campaign.id}:", "idempotency_key") + lead_id,
+        value(f"<n{campaign.id}.", "message_id") + lead_id + value(f".{token}@{domain}>", "message_id"),
+        value(kind.priority, "priority"), value(OutboxStatus.QUEUED.value, "status"), value(0, "attempts"),
+        value(0, "unknown_outcomes"), value(now, "created_at"), value(now, "queued_at"),
+        value(now, "next_attempt_at"))
+    names = ["kind", "lead_id", "recipient", "magnet", "sequence", "step", "idempotency_key", "message_id",
+             "priority", "status", "attempts", "unknown_outcomes", "created_at", "queued_at", "next_attempt_at"]
+    return (queries.upsert(session, Outbox).from_select(names, rows)
+            .on_conflict_do_nothing(index_elements=["idempotency_key"]))
 
 
 def start_due(db: Database, content: Content, *, zone: ZoneInfo, now: datetime, domain: str,
@@ -216,11 +241,9 @@ def start_due(db: Database, content: Content, *, zone: ZoneInfo, now: datetime, 
             queued = enqueue_batch(db, content, campaign.id, zone=zone, now=now, domain=domain,
                                    batch_size=batch_size)
             batches += 1
-            if queued < 0:
+            if queued < 0:  # done (the last batch came up short), paused or cancelled
                 break
             total += queued
-            if queued < batch_size:
-                break
         lines.append(f"campaign {campaign.id} ({campaign.slug}): queued {total}")
     return lines
 
