@@ -84,3 +84,12 @@ class Output:
             os.replace(self.partial, self.path)
         else:
             self.partial.unlink(missing_ok=True)
+
+
+def write_mail(mail, output: Path) -> None:
+    """A rendered mail to a file (the text part for .txt, else the HTML), and its headers."""
+    output.write_text(mail.text if output.suffix == ".txt" else mail.html, encoding="utf-8")
+    click.echo(f"Subject: {mail.subject}")
+    for name, value in mail.headers:
+        click.echo(f"{name}: {value}")
+    click.echo(f"written to {output}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from mailer.cli.common import parse_time, services
+from mailer.cli.common import parse_time, services, write_mail
 
 
 @click.group(help="Drip sequences: what a change to a sequence file will do, and what a lead will get.")
@@ -93,12 +93,7 @@ def drip_render(step: str, output: Path, email: str | None) -> None:
     from mailer.operator.sending import render_step
 
     built = services()
-    mail = render_step(built.db, built.renderer, built.content, step, email)
-    output.write_text(mail.text if output.suffix == ".txt" else mail.html, encoding="utf-8")
-    click.echo(f"Subject: {mail.subject}")
-    for name, value in mail.headers:
-        click.echo(f"{name}: {value}")
-    click.echo(f"written to {output}")
+    write_mail(render_step(built.db, built.renderer, built.content, step, email), output)
 
 
 @click.command("send-test", help="Send one drip mail now, straight through the configured transport, with "

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from mailer.cli.common import parse_time, services
+from mailer.cli.common import parse_time, services, write_mail
 
 
 def _day(_ctx, param, value: str | None) -> date | None:
@@ -47,12 +47,7 @@ def newsletter_preview(slug: str, output: Path, email: str | None) -> None:
     from mailer.operator.newsletters import render
 
     built = services()
-    mail = render(built.db, built.renderer, built.content, slug, email)
-    output.write_text(mail.text if output.suffix == ".txt" else mail.html, encoding="utf-8")
-    click.echo(f"Subject: {mail.subject}")
-    for name, value in mail.headers:
-        click.echo(f"{name}: {value}")
-    click.echo(f"written to {output}")
+    write_mail(render(built.db, built.renderer, built.content, slug, email), output)
 
 
 @newsletter.command("test", help="Send the newsletter now, straight through the configured transport, with "

@@ -22,24 +22,22 @@ class Links:
         self.signer = signer
 
     def confirm(self, lead_id: int, magnet: str, email: str) -> str:
-        token = self.signer.lead_link(CONFIRM, lead_id, magnet, email)
-        return f"{self.base_url}{CONFIRM_PREFIX}/{token}"
+        return self._lead_link(CONFIRM, CONFIRM_PREFIX, lead_id, magnet, email)
 
     def consent(self, lead_id: int, magnet: str, email: str) -> str:
-        token = self.signer.lead_link(CONSENT, lead_id, magnet, email)
-        return f"{self.base_url}{CONSENT_PREFIX}/{token}"
+        return self._lead_link(CONSENT, CONSENT_PREFIX, lead_id, magnet, email)
 
     def download(self, lead_id: int, magnet: str, email: str) -> str:
-        token = self.signer.lead_link(DOWNLOAD, lead_id, magnet, email)
-        return f"{self.base_url}{DOWNLOAD_PREFIX}/{token}"
+        return self._lead_link(DOWNLOAD, DOWNLOAD_PREFIX, lead_id, magnet, email)
 
     def unsubscribe(self, lead_id: int, magnet: str, email: str) -> str:
-        token = self.signer.lead_link(UNSUBSCRIBE, lead_id, magnet, email)
-        return f"{self.base_url}{UNSUBSCRIBE_PREFIX}/{token}"
+        return self._lead_link(UNSUBSCRIBE, UNSUBSCRIBE_PREFIX, lead_id, magnet, email)
 
     def newsletter_unsubscribe(self, lead_id: int, magnet: str, email: str) -> str:
-        token = self.signer.lead_link(NEWSLETTER_UNSUBSCRIBE, lead_id, magnet, email)
-        return f"{self.base_url}{NEWSLETTER_UNSUBSCRIBE_PREFIX}/{token}"
+        return self._lead_link(NEWSLETTER_UNSUBSCRIBE, NEWSLETTER_UNSUBSCRIBE_PREFIX, lead_id, magnet, email)
+
+    def _lead_link(self, purpose: str, prefix: str, lead_id: int, magnet: str, email: str) -> str:
+        return f"{self.base_url}{prefix}/{self.signer.lead_link(purpose, lead_id, magnet, email)}"
 
     def click(self, lead_id: int, sequence: str, step: str, link: str, email: str) -> str:
         token = self.signer.click_link(lead_id, sequence, step, link, email)

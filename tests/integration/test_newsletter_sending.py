@@ -8,11 +8,10 @@ import shutil
 from datetime import timedelta
 
 import pytest
-from click.testing import CliRunner
-from conftest import START, make_env
+from conftest import START
+from test_newsletters import built, cli  # noqa: F401  (fixtures; they use this module's content)
 from sqlalchemy import func, select
 
-from mailer.cli import main
 from mailer.operator import campaigns
 from mailer.resources import shipped
 from mailer.store.tables import CAMPAIGN_HELD, Campaign, CampaignStatus, Lead, LeadStatus, MailKind, Outbox
@@ -38,23 +37,6 @@ def content(tmp_path):
     shutil.copytree(shipped("content"), folder)
     _write(folder)
     return folder
-
-
-@pytest.fixture
-def built(make_services, database_url, content):
-    return make_services(database_url, MAILER_CONTENT_PATH=str(content))
-
-
-@pytest.fixture
-def cli(tmp_path, database_url, content, built):
-    runner = CliRunner()
-
-    def run(*args, **env):
-        environment = make_env(tmp_path, MAILER_DATABASE_URL=database_url, MAILER_CONTENT_PATH=str(content))
-        environment.update(env)
-        return runner.invoke(main, list(args), env=environment, catch_exceptions=False)
-
-    return run
 
 
 def _leads(built, count: int, **extra) -> list[int]:
