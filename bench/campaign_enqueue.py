@@ -94,7 +94,7 @@ def _enqueue(url: str, workdir: str) -> float:
     services = services_for(url, Path(workdir))
     started = time.perf_counter()
     campaigns.schedule(services.db, services.content, SLUG, now=NOW, no_test=True)
-    campaigns.start_due(services.db, services.content, zone=services.settings.drip_window.zone, now=NOW,
+    campaigns.start_due(services.db, services.content, services.renderer, zone=services.settings.drip_window.zone, now=NOW,
                         domain=services.settings.mail_domain)
     elapsed = time.perf_counter() - started
     services.db.dispose()

@@ -38,7 +38,7 @@ def periodic_jobs(services, senders: list[Sender]) -> list[PeriodicJob]:
     def start_campaigns() -> str:
         from mailer.operator.campaigns import start_due
 
-        lines = start_due(services.db, services.content, zone=services.settings.drip_window.zone,
+        lines = start_due(services.db, services.content, services.renderer, zone=services.settings.drip_window.zone,
                           now=services.clock.now(), domain=services.settings.mail_domain)
         return "\n  ".join(lines)
 

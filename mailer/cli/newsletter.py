@@ -56,14 +56,16 @@ def newsletter_preview(slug: str, output: Path, email: str | None) -> None:
 @click.argument("slug")
 @click.option("--to", "address", required=True, help="Where to send it.")
 @click.option("--lead", "email", help="Use this lead's name and magnet (links never name a real lead).")
-def newsletter_test(slug: str, address: str, email: str | None) -> None:
+@click.option("--ab-subject", "subject", help="Send it with this subject instead: the B of a subject test "
+                                              "(`send --ab-subject` asks for a test of it).")
+def newsletter_test(slug: str, address: str, email: str | None, subject: str | None) -> None:
     from mailer.errors import DeliveryError
     from mailer.operator.newsletters import send_test
 
     built = services()
     try:
         sent = send_test(built.db, built.composer, built.transport(), built.content, slug, address, email,
-                         now=built.clock.now())
+                         now=built.clock.now(), subject=subject)
     except DeliveryError as exc:
         raise click.ClickException(f"not sent: {exc}") from None
     code, text = sent.reply
@@ -108,19 +110,38 @@ def newsletter_audience(slug: str, as_json: bool, sample_size: int, **given) -> 
 @newsletter.command("send", help="Schedule the newsletter for its audience (the file's [audience] filters, frozen "
                                  "now) at --at (default now); the start-campaigns job queues it then and the sender "
                                  "sends it inside the send window. Refused unless `mailer newsletter test` sent "
-                                 "exactly this content (or --no-test), and while a campaign of it is live.\n\n"
-                                 "Example: mailer newsletter send voorjaar-2027 --at 2027-03-02T09:00:00+01:00")
+                                 "exactly this content (or --no-test), and while a campaign of it is live. With "
+                                 "--ab-subject: a random --ab-share percent of the audience gets the mail first, "
+                                 "half with each subject; --ab-hours after that mail began to go out, the rest gets "
+                                 "the subject with more unique clicks (ties: the file's).\n\n"
+                                 "Example: mailer newsletter send voorjaar-2027 --at 2027-03-02T09:00:00+01:00\n\n"
+                                 "Example: mailer newsletter send voorjaar-2027 --ab-subject \"Nieuw: twee "
+                                 "trainingen\" --ab-share 20 --ab-hours 4")
 @click.argument("slug")
 @click.option("--at", "start_at", default=None, help="ISO 8601 start time (default: now).")
 @click.option("--no-test", "no_test", is_flag=True, help="Send without a test of this content.")
-def newsletter_send(slug: str, start_at: str | None, no_test: bool) -> None:
-    from mailer.operator.campaigns import schedule
+@click.option("--ab-subject", help="Test this subject (B) against the file's (A).")
+@click.option("--ab-share", type=int, help="Percent of the audience in the subject test, half each [default: 20].")
+@click.option("--ab-hours", type=float, help="Hours the test runs before the winner goes to the rest "
+                                             "[default: 4].")
+def newsletter_send(slug: str, start_at: str | None, no_test: bool, ab_subject: str | None, ab_share: int | None,
+                    ab_hours: float | None) -> None:
+    from mailer.errors import InvalidRequest
+    from mailer.operator.campaigns import AB_HOURS_DEFAULT, AB_SHARE_DEFAULT, SubjectTest, schedule
 
     built = services()
     at = parse_time(None, None, start_at) if start_at else None
-    view = schedule(built.db, built.content, slug, now=built.clock.now(), start_at=at, no_test=no_test)
+    ab = None
+    if ab_subject is not None:
+        ab = SubjectTest(ab_subject, AB_SHARE_DEFAULT if ab_share is None else ab_share,
+                         AB_HOURS_DEFAULT if ab_hours is None else ab_hours)
+    elif ab_share is not None or ab_hours is not None:
+        raise InvalidRequest("--ab-share and --ab-hours belong to a subject test: give --ab-subject too",
+                             "--ab-subject")
+    view = schedule(built.db, built.content, slug, now=built.clock.now(), start_at=at, no_test=no_test, ab=ab)
     click.echo(f"campaign {view.id}: newsletter {slug} scheduled for {view.start_at.isoformat()} "
-               f"(content {view.content_hash[:12]})")
+               f"(content {view.content_hash[:12]})"
+               + (f"; subject test: {ab.share} % of the audience, winner after {ab.hours:g} h" if ab else ""))
 
 
 def _campaign_command(name: str, verb: str, help_text: str):
@@ -171,6 +192,17 @@ def newsletter_status(slug: str, as_json: bool) -> None:
                                ("deferred", view.deferred, ""), ("failed", view.failed, ""),
                                ("cancelled", view.cancelled, ""), ("unsubscribes", view.unsubscribes, "")):
         click.echo(f"  {label:<14}{value:>8}{note}")
+    if view.subject:
+        click.echo(f"  subject       {view.subject}")
+    if view.ab:
+        ab = view.ab
+        state = (f"winner {ab.winner}, chosen {ab.decided_at.isoformat()}" if ab.winner else
+                 f"winner chosen at {ab.decide_at.isoformat()}" if ab.decide_at else
+                 f"winner chosen {ab.hours:g} h after the test mail begins to go out")
+        click.echo(f"  subject test: {ab.share} % of the audience, {state}")
+        for name, variant in ab.variants.items():
+            click.echo(f"    {name}: queued {variant.queued:>7}, sent {variant.sent:>7}, unique clicks "
+                       f"{variant.clicks:>6}  {variant.subject}")
     click.echo("  clicks (unique leads per link):" + ("" if view.clicks else " none"))
     for link, count in view.clicks.items():
         click.echo(f"    {link:<30}{count:>8}")
@@ -192,4 +224,5 @@ def newsletter_list() -> None:
     if not views:
         click.echo("no campaigns")
     for view in views:
-        click.echo(f"{view.slug}  {view.status}  {view.start_at.isoformat()}  {_counts(view)}")
+        test = f"  (subject test: winner {view.ab.winner or 'not yet chosen'})" if view.ab else ""
+        click.echo(f"{view.slug}  {view.status}  {view.start_at.isoformat()}  {_counts(view)}{test}")

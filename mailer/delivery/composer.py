@@ -7,8 +7,18 @@ from dataclasses import dataclass
 
 from mailer.delivery.dkim import DKIMSigner
 from mailer.delivery.kinds import KINDS, MailRef
-from mailer.delivery.rendering import MailRenderer, Recipient, RenderedMail, build_message, envelope_sender
+from mailer.delivery.rendering import MailRenderer, Prepared, Recipient, RenderedMail, build_message, envelope_sender
 from mailer.delivery.transports import Envelope
+
+
+@dataclass(frozen=True)
+class FrozenMail:
+    """A campaign's mail as stored at its start (campaign_mails): the rendered mail and the
+    newsletter's own From and Reply-To of that moment (None: the settings')."""
+
+    prepared: Prepared
+    sender: str | None = None
+    reply_to: str | None = None
 
 
 @dataclass
@@ -35,16 +45,20 @@ class Composer:
         DKIM signs for it unless MAILER_DKIM_DOMAIN is set."""
         return envelope_sender(self.sender(marketing)).rpartition("@")[2]
 
-    def compose(self, ref: MailRef, recipient: Recipient, message_id: str,
-                subject_prefix: str = "") -> tuple[Envelope, RenderedMail]:
-        """The message for the wire, and the mail it was built from (for the log)."""
-        mail = self.renderer.render(ref, recipient)
+    def compose(self, ref: MailRef, recipient: Recipient, message_id: str, subject_prefix: str = "",
+                frozen: FrozenMail | None = None) -> tuple[Envelope, RenderedMail]:
+        """The message for the wire, and the mail it was built from (for the log): from the
+        content as it is now, or from a campaign's frozen mail."""
+        mail = self.renderer.render(ref, recipient, frozen and frozen.prepared)
         if subject_prefix:
             mail = RenderedMail(subject_prefix + mail.subject, mail.text, mail.html, mail.headers)
         kind = KINDS[ref.kind]
         marketing = kind.marketing
         # A kind may name its own From and Reply-To for a mail (a newsletter's header).
-        own_from, own_reply_to = kind.addresses(self.renderer.content, ref) if kind.addresses else (None, None)
+        if frozen is not None:
+            own_from, own_reply_to = frozen.sender, frozen.reply_to
+        else:
+            own_from, own_reply_to = kind.addresses(self.renderer.content, ref) if kind.addresses else (None, None)
         sender = own_from or self.sender(marketing)
         data = build_message(sender=sender, recipient=recipient, mail=mail, message_id=message_id,
                              date=self.clock.now(), reply_to=own_reply_to or self.reply_to)

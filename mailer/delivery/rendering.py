@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import binascii
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from email.header import Header
 from email.headerregistry import Address
@@ -54,7 +54,10 @@ MARKS = re.compile(r"https://mailer\.invalid/(?:LINKMARK|UNSUBSCRIBEMARK|click/[
 
 
 @dataclass(frozen=True)
-class _Prepared:
+class Prepared:
+    """One mail rendered once, with the markers each recipient's values replace. A campaign
+    stores it at its start (campaign_mails) and its rows are sent from that copy."""
+
     subject: str
     text: str  # with the markers
     html: str  # with the markers, CSS inlined
@@ -81,14 +84,15 @@ class MailRenderer:
         # RFC 8058: List-Unsubscribe-Post only beside an https List-Unsubscribe URL.
         self.one_click = one_click
         self.inliner = css_inline.CSSInliner(keep_style_tags=False)
-        self._prepared: dict[MailRef, _Prepared] = {}
+        self._prepared: dict[MailRef, Prepared] = {}
 
-    def render(self, ref: MailRef, recipient: Recipient) -> RenderedMail:
+    def render(self, ref: MailRef, recipient: Recipient, prepared: Prepared | None = None) -> RenderedMail:
         """Subject, text, HTML and extra headers of one mail for one recipient; the name is
         HTML-escaped in the HTML part. Marketing mail gets its tracked links (or the plain
         ones when click tracking is off), a visible unsubscribe link and the List-* headers
-        of RFC 2369, 2919 and 8058. UnknownMail if the content no longer has this mail."""
-        prepared = self._prepared.get(ref) or self._prepare(ref)
+        of RFC 2369, 2919 and 8058. From the content as it is now, or from `prepared` (a
+        campaign's frozen mail). UnknownMail if the content no longer has this mail."""
+        prepared = prepared or self._prepared.get(ref) or self._prepare(ref)
         kind = KINDS[ref.kind]
         lead_id, email = recipient.lead_id, recipient.email
         values = {LINK_MARK: getattr(self.links, kind.main_link)(lead_id, ref.magnet, email)}
@@ -154,10 +158,17 @@ class MailRenderer:
         return Tools(self.confirm_days, named_link, LINK_MARK, UNSUBSCRIBE_MARK, tracked_link,
                      page_link=self.links.newsletter_page)
 
-    def _prepare(self, ref: MailRef) -> _Prepared:
+    def prepare(self, ref: MailRef, subject: str | None = None) -> Prepared:
+        """The mail rendered once from the content as it is now, with its markers (not kept:
+        a campaign freezes this); `subject` instead of the content's (a subject test's B)."""
+        return self._prepare(ref, subject, keep=False)
+
+    def _prepare(self, ref: MailRef, subject: str | None = None, keep: bool = True) -> Prepared:
         kind = KINDS[ref.kind]
         used: dict[str, str] = {}
         words = kind.words(self.content, ref, self._tools(used))
+        if subject is not None:
+            words = replace(words, subject=subject)
         context = {"org": self.content.organisation, "subject": words.subject, "name": NAME_MARK, **words.context}
         rendered = self.env.get_template(f"{words.template}.html").render(context)
         html = self.inliner.inline(rendered)
@@ -168,8 +179,9 @@ class MailRenderer:
         if kind.marketing and (UNSUBSCRIBE_MARK not in html or UNSUBSCRIBE_MARK not in text):
             raise ValueError("no unsubscribe link in both parts: extend the marketing layout "
                              "(drip/_layout.html and drip/_layout.txt)")
-        prepared = _Prepared(words.subject, text, html, tuple(used.items()))
-        self._prepared[ref] = prepared
+        prepared = Prepared(words.subject, text, html, tuple(used.items()))
+        if keep:
+            self._prepared[ref] = prepared
         return prepared
 
 

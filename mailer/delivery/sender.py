@@ -7,6 +7,7 @@ message, so a crash loses at most the messages in flight and never a recorded re
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -21,9 +22,9 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from mailer.delivery import retry
-from mailer.delivery.composer import Composer
+from mailer.delivery.composer import Composer, FrozenMail
 from mailer.delivery.kinds import KINDS, MailRef
-from mailer.delivery.rendering import Recipient
+from mailer.delivery.rendering import Prepared, Recipient
 from mailer.delivery.transports import Transport
 from mailer.errors import DeliveryError
 from mailer.store import queries
@@ -77,6 +78,7 @@ class _Work:
     unknown_outcomes: int
     queued_at: datetime
     recipient: Recipient
+    frozen: int | None = None  # a campaign's row: the id of its frozen mail (campaign_mails)
 
     @property
     def marketing(self) -> bool:
@@ -122,6 +124,7 @@ class Sender:
         self._relay_unavailable_until = clock.now()
         self._marketing_paused = False  # set for the rest of a batch by a 5.7.x refusal
         self._connection: Connection | None = None
+        self._frozen: dict[int, FrozenMail] = {}  # campaign mails never change once stored
 
     def stop(self) -> None:
         """Finish the message in flight, give the rest of the claim back, claim nothing more."""
@@ -193,21 +196,27 @@ class Sender:
             select(Outbox, Lead.first_name).join(Lead, Lead.id == Outbox.lead_id)
             .where(Outbox.id.in_(ids)).order_by(Outbox.priority, Outbox.next_attempt_at, Outbox.id)
         )
-        return [
+        work = [
             _Work(
                 id=row.id, ref=MailRef(row.kind, row.magnet, row.sequence, row.step), message_id=row.message_id,
                 attempts=row.attempts, unknown_outcomes=row.unknown_outcomes, queued_at=row.queued_at,
-                recipient=Recipient(row.lead_id, row.recipient, first_name),
+                recipient=Recipient(row.lead_id, row.recipient, first_name), frozen=row.campaign_mail_id,
             )
             for row, first_name in rows
         ]
+        missing = {item.frozen for item in work if item.frozen is not None} - self._frozen.keys()
+        for mail in queries.campaign_mails(session, missing) if missing else ():
+            self._frozen[mail.id] = FrozenMail(
+                Prepared(mail.subject, mail.text, mail.html, tuple(map(tuple, json.loads(mail.links)))),
+                mail.sender, mail.reply_to)
+        return work
 
     def _deliver(self, item: _Work, report: DispatchReport) -> None:
         expired = self._purpose_expired(item)
         if expired:
             self._record(item, OutboxStatus.CANCELLED, None, expired, report, attempted=False)
             return
-        if not self.composer.knows(item.ref):
+        if item.frozen is None and not self.composer.knows(item.ref):
             # Queued by a process with newer content (a rolling restart): leave it to one.
             log.warning("outbox row %s: %s is not in this process's content; released", item.id, item.ref.describe())
             self._release([item], report)
@@ -222,7 +231,8 @@ class Sender:
                              attempted=False)
                 return
         try:
-            envelope, mail = self.composer.compose(item.ref, item.recipient, item.message_id)
+            frozen = self._frozen[item.frozen] if item.frozen is not None else None
+            envelope, mail = self.composer.compose(item.ref, item.recipient, item.message_id, frozen=frozen)
             self.transport.send_messages([envelope])
         except DeliveryError as exc:
             self._record_failure(item, exc, report)

@@ -7,18 +7,41 @@ be used to learn who is on the list; the differences live only in what gets mail
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailer.content.files import Notice
+from mailer.content.files import Content, Notice
+from mailer.content.newsletters import CLICK_SEQUENCE_PREFIX, PLAIN_LINK
 from mailer.delivery.enqueue import enqueue
 from mailer.errors import InvalidLink
 from mailer.funnel.tokens import ClickLink, LeadLink, fingerprint
 from mailer.store import queries
 from mailer.store.tables import Click, ConsentEvent, ConsentKind, Download, Lead, LeadStatus, MailKind
+
+def click_target(session: Session | None, content: Content, clicked: ClickLink) -> str | None:
+    """The address a tracked link goes to, never from the request: a named link's from the
+    organisation's [links] now; a newsletter's plain link url-N from the mail as its campaign
+    froze it (the newest campaign of that newsletter that had it), or, for a mail never sent in a
+    campaign (a test) or without a database (session None), the Nth plain link of the file."""
+    if clicked.sequence.startswith(CLICK_SEQUENCE_PREFIX) and PLAIN_LINK.match(clicked.link):
+        slug = clicked.sequence.removeprefix(CLICK_SEQUENCE_PREFIX)
+        for links in queries.frozen_links(session, slug) if session is not None else ():
+            found = dict(json.loads(links)).get(clicked.link)
+            if found:
+                return found
+        newsletter = content.newsletters.get(slug)
+        if newsletter is not None:
+            from mailer.content.markdown import plain_links
+
+            found = plain_links(newsletter.body)
+            number = int(PLAIN_LINK.match(clicked.link)[1])
+            return found[number - 1] if number <= len(found) else None
+    return content.organisation.links.get(clicked.link)
+
 
 # Link timestamps have whole seconds; a lead's updated_at has microseconds.
 LINK_CLOCK_SLACK = timedelta(seconds=1)

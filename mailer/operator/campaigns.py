@@ -1,29 +1,40 @@
 """Sending a newsletter to its audience: a campaign (`mailer newsletter send|pause|resume|cancel`)
 and the one periodic job that queues the campaigns whose start time has come.
 
-A campaign freezes the newsletter's content hash and audience filters when it is scheduled.
-The job queues its audience by lead id in batches (keyset: lead id > checkpoint), each batch one
-transaction that inserts the outbox rows (key `newsletter:<campaign id>:<lead id>`, ON CONFLICT
-DO NOTHING) and moves the checkpoint, so a crash resumes after the last whole batch and never
-queues a lead twice. The sender then sends them as marketing mail (window, pause, priority).
+A campaign keeps the newsletter's content hash and audience filters when it is scheduled. At its
+start the job freezes the newsletter: the mail rendered once per subject variant and lead magnet
+(campaign_mails, with the per-recipient markers) and the archive's copy (campaigns.subject,
+page, ...); from then on an edit of the file changes nothing in flight, and a retry sends the
+same mail. The job queues the audience by lead id in batches (keyset: lead id > checkpoint),
+each batch one transaction that inserts the outbox rows (key `newsletter:<campaign id>:<lead
+id>`, ON CONFLICT DO NOTHING, pointing at their frozen mail) and moves the checkpoint, so a crash
+resumes after the last whole batch and never queues a lead twice. The sender then sends them as
+marketing mail (window, pause, priority).
+
+A subject A/B test (`send --ab-subject`) first queues a random share of the audience, half with
+each subject (the test group), waits `ab_hours` from when that mail began to go out, then
+queues the rest with the subject whose mail had more unique clicks (ties: A).
 
 `figures` / `all_figures` are a campaign's figures (`mailer newsletter status|list`, `mailer stats`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, String, case, cast, func, literal, select, update
+from sqlalchemy import BigInteger, Integer, Select, String, case, cast, func, literal, select, update
+from sqlalchemy.exc import IntegrityError
 
 from mailer.content.files import Content
 from mailer.content.newsletters import Audience, click_sequence
-from mailer.delivery.kinds import KINDS
+from mailer.delivery.kinds import KINDS, newsletter_ref
 from mailer.errors import InvalidRequest, MailerError
+from mailer.operator.archive import body_parts
 from mailer.operator.newsletters import audience_query, content_hash, find
 from mailer.store import queries
 from mailer.store.database import Database
@@ -31,6 +42,7 @@ from mailer.store.tables import (
     CAMPAIGN_HELD,
     LIVE_CAMPAIGN,
     Campaign,
+    CampaignMail,
     CampaignStatus,
     Click,
     ConsentEvent,
@@ -44,6 +56,29 @@ from mailer.store.tables import (
 
 BATCH_SIZE = 10_000
 WAITING = (OutboxStatus.QUEUED.value, OutboxStatus.DEFERRED.value)
+# A subject test splits the audience into BUCKETS by a seeded hash of the lead id; a share of
+# N % is the first 2N buckets, A the first N of those, B the next N.
+BUCKETS = 200
+HASH_MULTIPLIER = 2654435761  # odd and not a multiple of 5: lead ids spread over every bucket
+AB_SHARE_DEFAULT, AB_HOURS_DEFAULT = 20, 4.0
+AB_HOURS_MAX = 14 * 24
+
+
+@dataclass(frozen=True)
+class SubjectTest:
+    """`send --ab-subject B --ab-share N --ab-hours H`: subject B against the file's subject."""
+
+    subject: str
+    share: int = AB_SHARE_DEFAULT  # percent of the audience in the test group, half each
+    hours: float = AB_HOURS_DEFAULT  # from when the test group's mail began to go out
+
+    def check(self) -> None:
+        if not self.subject.strip():
+            raise InvalidRequest("the B subject is empty", "--ab-subject")
+        if not 2 <= self.share <= 100:
+            raise InvalidRequest(f"{self.share} is not a share from 2 to 100 (percent of the audience)", "--ab-share")
+        if not 0 < self.hours <= AB_HOURS_MAX:
+            raise InvalidRequest(f"{self.hours} is not a number of hours from 0 to {AB_HOURS_MAX}", "--ab-hours")
 
 
 @dataclass(frozen=True)
@@ -79,28 +114,40 @@ def filters_from_json(text: str) -> Audience:
 
 
 def schedule(db: Database, content: Content, slug: str, *, now: datetime, start_at: datetime | None = None,
-             no_test: bool = False) -> CampaignView:
-    """Schedule the newsletter for its audience at start_at (default now). Refused unless a test
-    was sent for exactly this content (or no_test), and while the slug has a live campaign."""
+             no_test: bool = False, ab: SubjectTest | None = None) -> CampaignView:
+    """Schedule the newsletter for its audience at start_at (default now), optionally with a
+    subject test. Refused unless a test was sent for exactly this content (and for the B
+    subject), or no_test; and while the slug has a live campaign (a partial unique index keeps
+    that true when two operators send at once)."""
     newsletter = find(content, slug)
-    digest = content_hash(newsletter)
-    with db.transaction() as session:
-        if not no_test and session.scalar(select(TestSend.id).where(
-                TestSend.slug == slug, TestSend.content_hash == digest).limit(1)) is None:
-            raise MailerError(f"newsletter {slug}: no test was sent of this content; run `mailer newsletter test "
-                              f"{slug} --to YOU` first (or give --no-test)")
-        live = session.scalar(select(Campaign).where(Campaign.slug == slug,
-                                                     Campaign.status.in_([s.value for s in LIVE_CAMPAIGN])))
-        if live is not None:
-            raise MailerError(f"newsletter {slug} has a campaign already ({live.status}, starts "
-                              f"{live.start_at.isoformat()}); cancel it first")
-        campaign = Campaign(slug=slug, status=CampaignStatus.SCHEDULED.value,
-                            start_at=(start_at or now).astimezone(timezone.utc),
-                            content_hash=digest, filters=filters_json(newsletter.audience), checkpoint=0, queued=0,
-                            created_at=now, updated_at=now)
-        session.add(campaign)
-        session.flush()
-        return _view(campaign)
+    if ab is not None:
+        ab.check()
+    digests = [content_hash(newsletter)] + ([content_hash(newsletter, ab.subject)] if ab else [])
+    live_error = f"newsletter {slug} has a campaign already"
+    try:
+        with db.transaction() as session:
+            for digest, what in zip(digests, ("this content", "the B subject")):
+                if not no_test and session.scalar(select(TestSend.id).where(
+                        TestSend.slug == slug, TestSend.content_hash == digest).limit(1)) is None:
+                    option = " --ab-subject ..." if what == "the B subject" else ""
+                    raise MailerError(f"newsletter {slug}: no test was sent of {what}; run `mailer newsletter test "
+                                      f"{slug} --to YOU{option}` first (or give --no-test)")
+            live = session.scalar(select(Campaign).where(Campaign.slug == slug,
+                                                         Campaign.status.in_([s.value for s in LIVE_CAMPAIGN])))
+            if live is not None:
+                raise MailerError(f"{live_error} ({live.status}, starts {live.start_at.isoformat()}); cancel it first")
+            campaign = Campaign(slug=slug, status=CampaignStatus.SCHEDULED.value,
+                                start_at=(start_at or now).astimezone(timezone.utc),
+                                content_hash=digests[0], filters=filters_json(newsletter.audience), checkpoint=0,
+                                queued=0, created_at=now, updated_at=now)
+            if ab is not None:
+                campaign.ab_subject, campaign.ab_share, campaign.ab_hours = ab.subject.strip(), ab.share, ab.hours
+                campaign.ab_seed = secrets.randbelow(BUCKETS)
+            session.add(campaign)
+            session.flush()
+            return _view(campaign)
+    except IntegrityError:  # another `send` of this slug committed first
+        raise MailerError(f"{live_error} (scheduled a moment ago); cancel it first") from None
 
 
 def _current(session, slug: str) -> Campaign:
@@ -114,9 +161,9 @@ def _current(session, slug: str) -> Campaign:
     return campaign
 
 
-def _rows(campaign_id: int):
-    """The campaign's waiting rows (its idempotency keys share one prefix)."""
-    return (Outbox.idempotency_key.like(f"newsletter:{campaign_id}:%"), Outbox.status.in_(WAITING))
+def _mine(campaign_id: int):
+    """The campaign's outbox rows (their idempotency keys share one prefix)."""
+    return Outbox.idempotency_key.like(f"newsletter:{campaign_id}:%")
 
 
 def pause(db: Database, slug: str, *, now: datetime) -> CampaignView:
@@ -126,22 +173,24 @@ def pause(db: Database, slug: str, *, now: datetime) -> CampaignView:
         campaign = _current(session, slug)
         if campaign.status == CampaignStatus.PAUSED:
             return _view(campaign)
-        held = session.execute(update(Outbox).where(*_rows(campaign.id)).values(next_attempt_at=CAMPAIGN_HELD)).rowcount
-        campaign.status, campaign.updated_at = CampaignStatus.PAUSED.value, now
+        held = session.execute(update(Outbox).where(_mine(campaign.id), Outbox.status.in_(WAITING))
+                               .values(next_attempt_at=CAMPAIGN_HELD)).rowcount
+        campaign.paused_from, campaign.status, campaign.updated_at = campaign.status, CampaignStatus.PAUSED.value, now
         return _view(campaign, held)
 
 
 def resume(db: Database, slug: str, *, now: datetime) -> CampaignView:
-    """Queue on (from the checkpoint) and make its held rows due at once."""
+    """Go on where it was paused (queueing from the checkpoint, or waiting for a subject test's
+    winner) and make its held rows due at once."""
     with db.transaction() as session:
         campaign = _current(session, slug)
         if campaign.status != CampaignStatus.PAUSED:
             raise InvalidRequest(f"newsletter {slug}: its campaign is {campaign.status}, not paused", "SLUG")
-        released = session.execute(update(Outbox).where(*_rows(campaign.id), Outbox.next_attempt_at == CAMPAIGN_HELD)
+        released = session.execute(update(Outbox).where(_mine(campaign.id), Outbox.status.in_(WAITING),
+                                                        Outbox.next_attempt_at == CAMPAIGN_HELD)
                                    .values(next_attempt_at=now)).rowcount
-        started = campaign.checkpoint > 0 or campaign.queued > 0
-        campaign.status = (CampaignStatus.SENDING if started else CampaignStatus.SCHEDULED).value
-        campaign.updated_at = now
+        campaign.status = campaign.paused_from or CampaignStatus.SCHEDULED.value
+        campaign.paused_from, campaign.updated_at = None, now
         return _view(campaign, released)
 
 
@@ -149,7 +198,7 @@ def cancel(db: Database, slug: str, *, now: datetime) -> CampaignView:
     """Queue no more; its queued and deferred rows are cancelled, sent mail stays sent."""
     with db.transaction() as session:
         campaign = _current(session, slug)
-        cancelled = session.execute(update(Outbox).where(*_rows(campaign.id))
+        cancelled = session.execute(update(Outbox).where(_mine(campaign.id), Outbox.status.in_(WAITING))
                                     .values(status=OutboxStatus.CANCELLED.value,
                                             last_error="campaign cancelled")).rowcount
         campaign.status, campaign.updated_at, campaign.finished_at = CampaignStatus.CANCELLED.value, now, now
@@ -158,22 +207,66 @@ def cancel(db: Database, slug: str, *, now: datetime) -> CampaignView:
 
 # --- the start-campaigns job --------------------------------------------------------------
 
-def enqueue_batch(db: Database, content: Content, campaign_id: int, *, zone: ZoneInfo, now: datetime, domain: str,
+def freeze(db: Database, content: Content, renderer, campaign_id: int, *, now: datetime) -> str:
+    """Render the newsletter once per subject variant and lead magnet and store it with the
+    archive's copy, unless that was done already. "" when the campaign is frozen (now or
+    before), else why it waits: its file changed since it was scheduled, or is gone."""
+    with db.transaction() as session:
+        campaign = session.get(Campaign, campaign_id, with_for_update=True, populate_existing=True)
+        if campaign is None or campaign.frozen_at is not None:
+            return ""
+        newsletter = content.newsletters.get(campaign.slug)
+        if newsletter is None or content_hash(newsletter) != campaign.content_hash:
+            return (f"campaign {campaign.id} ({campaign.slug}) waits: the newsletter file changed or is gone "
+                    f"since it was scheduled (cancel and send again)")
+        subjects = {"A": None, **({"B": campaign.ab_subject} if campaign.ab_subject else {})}
+        default = content.organisation.default_magnet  # first: a lead of a removed magnet gets its mail
+        for variant, subject in subjects.items():
+            for magnet in sorted(content.magnets, key=lambda slug: slug != default):
+                mail = renderer.prepare(newsletter_ref(content, campaign.slug, magnet), subject)
+                digest = hashlib.sha256("\x00".join((mail.subject, mail.text, mail.html)).encode()).hexdigest()
+                session.add(CampaignMail(
+                    campaign_id=campaign.id, variant=variant, magnet=magnet, subject=mail.subject, text=mail.text,
+                    html=mail.html, links=json.dumps(mail.links), sender=newsletter.sender,
+                    reply_to=newsletter.reply_to, sha256=digest, created_at=now))
+        campaign.subject, campaign.preheader, campaign.public = newsletter.subject, newsletter.preheader, newsletter.public
+        campaign.page = json.dumps([[str(html), list(button) if button else None]
+                                    for html, button in body_parts(content, newsletter)])
+        campaign.frozen_at = campaign.updated_at = now
+        return ""
+
+
+def _bucket(seed: int):
+    """The lead's bucket of a subject test: a seeded multiplicative hash of its id (random to
+    anyone without the seed, and spread evenly: every 200 consecutive ids fill every bucket)."""
+    return (cast(Lead.id, BigInteger) * literal(HASH_MULTIPLIER, BigInteger) + literal(seed, Integer)) % BUCKETS
+
+
+def _testing(campaign: Campaign) -> bool:
+    """Whether the job is queueing a subject test's test group (no winner yet)."""
+    return bool(campaign.ab_subject) and campaign.ab_winner is None
+
+
+def enqueue_batch(db: Database, campaign_id: int, *, zone: ZoneInfo, now: datetime, domain: str,
                   batch_size: int = BATCH_SIZE) -> int:
     """Queue the next batch of the campaign's audience (lead id > checkpoint) and move the
-    checkpoint, in one transaction; the campaign is done when a batch comes up short. The
-    number of rows queued; -1 when the campaign is not (any more) to be queued."""
+    checkpoint, in one transaction; the phase is done when a batch comes up short (a subject
+    test's test group: the campaign then waits for the winner). The number of rows queued; -1
+    when the campaign is not (any more) to be queued now."""
     with db.transaction() as session:
         campaign = session.get(Campaign, campaign_id, with_for_update=True, populate_existing=True)
         if campaign is None or campaign.status not in (CampaignStatus.SCHEDULED, CampaignStatus.SENDING):
             return -1
         audience = audience_query(filters_from_json(campaign.filters), zone).where(Lead.id > campaign.checkpoint)
+        testing = _testing(campaign)
+        if testing:
+            audience = audience.where(_bucket(campaign.ab_seed) < 2 * campaign.ab_share)
         # the batch: the next batch_size leads by id; its count and last id move the checkpoint
         batch = audience.with_only_columns(Lead.id).order_by(Lead.id).limit(batch_size).subquery()
         found, last = session.execute(select(func.count(), func.max(batch.c.id))).one()
         queued = 0
         if found:
-            insert = _insert_batch(session, content, campaign, audience.where(Lead.id <= last), now=now, domain=domain)
+            insert = _insert_batch(session, campaign, audience.where(Lead.id <= last), now=now, domain=domain)
             if session.bind.dialect.name == "postgresql":  # psycopg's rowcount is -1 here: count what RETURNING gives
                 queued = len(session.execute(insert.returning(Outbox.id)).all())
             else:
@@ -181,16 +274,20 @@ def enqueue_batch(db: Database, content: Content, campaign_id: int, *, zone: Zon
             campaign.checkpoint = last
         campaign.queued += queued
         campaign.updated_at = now
-        if found < batch_size:
-            campaign.status, campaign.finished_at = CampaignStatus.DONE.value, now
-        else:
+        if found == batch_size:
             campaign.status = CampaignStatus.SENDING.value
+        elif testing:  # the test group is queued: the rest waits for the winner, from the first lead again
+            campaign.status, campaign.checkpoint = CampaignStatus.TESTING.value, 0
+        else:
+            campaign.status, campaign.finished_at = CampaignStatus.DONE.value, now
         return queued
 
 
-def _insert_batch(session, content: Content, campaign: Campaign, leads: Select, *, now: datetime, domain: str):
+def _insert_batch(session, campaign: Campaign, leads: Select, *, now: datetime, domain: str):
     """One INSERT INTO outbox … SELECT … of the batch's leads (no row passes through Python),
-    ON CONFLICT DO NOTHING on the idempotency key. The Message-ID is made in SQL:
+    ON CONFLICT DO NOTHING on the idempotency key. Each row points at its frozen mail: by the
+    lead's magnet (a magnet without one gets the first magnet's) and, in a subject test's test
+    group, by the lead's bucket. The Message-ID is made in SQL:
     <n CAMPAIGN.LEAD.TOKEN@DOMAIN>, unique by campaign and lead id, with a random token per
     batch so it cannot be guessed from the ids."""
     kind, token = KINDS[MailKind.NEWSLETTER], secrets.token_hex(8)
@@ -199,10 +296,24 @@ def _insert_batch(session, content: Content, campaign: Campaign, leads: Select, 
     def value(data, name: str):
         return literal(data, column[name].type)
 
+    mails: dict[str, dict[str, int]] = {}
+    for variant, magnet, mail_id in session.execute(
+            select(CampaignMail.variant, CampaignMail.magnet, CampaignMail.id)
+            .where(CampaignMail.campaign_id == campaign.id).order_by(CampaignMail.id)):
+        mails.setdefault(variant, {})[magnet] = mail_id
+    fallback = next(iter(mails["A"]))  # the default magnet's, frozen first
+
+    def by_magnet(variant: str):  # the footer names the guide the lead asked for
+        ids = mails[variant]
+        return case(*((Lead.magnet == magnet, value(ids[magnet], "campaign_mail_id")) for magnet in ids),
+                    else_=value(ids[fallback], "campaign_mail_id"))
+
+    if _testing(campaign):
+        mail = case((_bucket(campaign.ab_seed) < campaign.ab_share, by_magnet("A")), else_=by_magnet("B"))
+    else:
+        mail = by_magnet(campaign.ab_winner or "A")
+    magnet = case((Lead.magnet.in_(list(mails["A"])), Lead.magnet), else_=value(fallback, "magnet"))
     lead_id = cast(Lead.id, String)
-    # the footer names the guide the lead asked for; a removed magnet's lead gets the default
-    magnet = case((Lead.magnet.in_(list(content.magnets)), Lead.magnet),
-                  else_=value(content.organisation.default_magnet, "magnet"))
     rows = leads.with_only_columns(
         value(MailKind.NEWSLETTER.value, "kind"), Lead.id, Lead.email, magnet,
         value(click_sequence(campaign.slug), "sequence"), value(campaign.slug, "step"),
@@ -210,38 +321,95 @@ def _insert_batch(session, content: Content, campaign: Campaign, leads: Select, 
         value(f"<n{campaign.id}.", "message_id") + lead_id + value(f".{token}@{domain}>", "message_id"),
         value(kind.priority, "priority"), value(OutboxStatus.QUEUED.value, "status"), value(0, "attempts"),
         value(0, "unknown_outcomes"), value(now, "created_at"), value(now, "queued_at"),
-        value(now, "next_attempt_at"))
+        value(now, "next_attempt_at"), mail)
     names = ["kind", "lead_id", "recipient", "magnet", "sequence", "step", "idempotency_key", "message_id",
-             "priority", "status", "attempts", "unknown_outcomes", "created_at", "queued_at", "next_attempt_at"]
+             "priority", "status", "attempts", "unknown_outcomes", "created_at", "queued_at", "next_attempt_at",
+             "campaign_mail_id"]
     return (queries.upsert(session, Outbox).from_select(names, rows)
             .on_conflict_do_nothing(index_elements=["idempotency_key"]))
 
 
-def start_due(db: Database, content: Content, *, zone: ZoneInfo, now: datetime, domain: str,
+def _variant_clicks(session, campaign_id: int, slug: str) -> dict[str, dict[str, int]]:
+    """Per subject variant: its rows queued and sent, and the leads who clicked any link of the
+    newsletter after their mail was sent (unique clicks)."""
+    mine = select(Outbox.lead_id, Outbox.status, Outbox.sent_at, CampaignMail.variant).join(
+        CampaignMail, CampaignMail.id == Outbox.campaign_mail_id).where(_mine(campaign_id)).subquery()
+    found = {variant: {"queued": 0, "sent": 0, "clicks": 0} for variant in ("A", "B")}
+    for variant, status, count in session.execute(select(mine.c.variant, mine.c.status, func.count())
+                                                  .group_by(mine.c.variant, mine.c.status)):
+        found[variant]["queued"] += count
+        if status == OutboxStatus.SENT:
+            found[variant]["sent"] += count
+    for variant, count in session.execute(
+            select(mine.c.variant, func.count(func.distinct(Click.lead_id)))
+            .join(mine, mine.c.lead_id == Click.lead_id)
+            .where(mine.c.status == OutboxStatus.SENT.value, Click.sequence == click_sequence(slug),
+                   Click.at >= mine.c.sent_at).group_by(mine.c.variant)):
+        found[variant]["clicks"] = count
+    return found
+
+
+def decide_at(session, campaign: Campaign) -> datetime | None:
+    """When a subject test's winner is chosen: ab_hours after its test group's first mail went
+    out (None while none has, so a test that starts outside the send window is not judged on
+    the night); at once when nothing of the test group is sent or waiting (an empty group)."""
+    first_sent, waiting = session.execute(
+        select(func.min(Outbox.sent_at), func.count().filter(Outbox.status.in_(WAITING))).where(
+            _mine(campaign.id))).one()
+    if first_sent is None:  # nothing sent yet: wait, unless nothing is left to send (an empty test group)
+        return None if waiting else campaign.start_at
+    return first_sent + timedelta(hours=campaign.ab_hours)
+
+
+def choose_winner(db: Database, campaign_id: int, *, now: datetime) -> str:
+    """A testing campaign whose time has come gets its winner (more unique clicks; ties: A) and
+    goes on sending to the rest. The line to log, or "" when it is not time yet."""
+    with db.transaction() as session:
+        campaign = session.get(Campaign, campaign_id, with_for_update=True, populate_existing=True)
+        if campaign is None or campaign.status != CampaignStatus.TESTING:
+            return ""
+        when = decide_at(session, campaign)
+        if when is None or when > now:
+            return ""
+        clicks = _variant_clicks(session, campaign.id, campaign.slug)
+        winner = "B" if clicks["B"]["clicks"] > clicks["A"]["clicks"] else "A"
+        campaign.ab_winner, campaign.ab_decided_at = winner, now
+        campaign.status, campaign.checkpoint, campaign.updated_at = CampaignStatus.SENDING.value, 0, now
+        return (f"campaign {campaign.id} ({campaign.slug}): subject {winner} won "
+                f"({clicks['A']['clicks']} against {clicks['B']['clicks']} unique clicks); the rest follows")
+
+
+def start_due(db: Database, content: Content, renderer, *, zone: ZoneInfo, now: datetime, domain: str,
               batch_size: int = BATCH_SIZE, max_batches: int | None = None) -> list[str]:
-    """The start-campaigns job: queue every campaign whose start time has come (scheduled) or
-    that is part-way (sending), batch by batch. Nothing is queued while marketing is paused.
-    A campaign whose newsletter changed since it was scheduled is not started (the content hash
-    differs): it waits, and the line says so. One line per campaign that did something."""
+    """The start-campaigns job: freeze and queue every campaign whose start time has come
+    (scheduled) or that is part-way (sending), batch by batch, and choose the winner of a
+    subject test whose time has come. Nothing is queued while marketing is paused. A campaign
+    whose newsletter changed between its scheduling and its start is not started: it waits, and
+    the line says so. One line per campaign that did something."""
     with db.read_only() as session:
         if queries.marketing_paused(session):
             return []
-        due = session.execute(select(Campaign.id, Campaign.slug, Campaign.content_hash, Campaign.status).where(
-            Campaign.status.in_([CampaignStatus.SCHEDULED.value, CampaignStatus.SENDING.value]),
+        due = session.execute(select(Campaign.id, Campaign.slug, Campaign.status).where(
+            Campaign.status.in_([CampaignStatus.SCHEDULED.value, CampaignStatus.SENDING.value,
+                                 CampaignStatus.TESTING.value]),
             Campaign.start_at <= now).order_by(Campaign.start_at, Campaign.id)).all()
     lines = []
     for campaign in due:
-        newsletter = content.newsletters.get(campaign.slug)
-        if newsletter is None or content_hash(newsletter) != campaign.content_hash:
-            lines.append(f"campaign {campaign.id} ({campaign.slug}) waits: the newsletter file changed or is gone "
-                         f"since it was scheduled (cancel and send again)")
+        if campaign.status == CampaignStatus.TESTING:
+            decided = choose_winner(db, campaign.id, now=now)
+            if not decided:
+                continue
+            lines.append(decided)
+        waits = freeze(db, content, renderer, campaign.id, now=now)
+        if waits:
+            lines.append(waits)
             continue
         total, batches = 0, 0
         while max_batches is None or batches < max_batches:
-            queued = enqueue_batch(db, content, campaign.id, zone=zone, now=now, domain=domain,
+            queued = enqueue_batch(db, campaign.id, zone=zone, now=now, domain=domain,
                                    batch_size=batch_size)
             batches += 1
-            if queued < 0:  # done (the last batch came up short), paused or cancelled
+            if queued < 0:  # done or testing (the last batch came up short), paused or cancelled
                 break
             total += queued
         lines.append(f"campaign {campaign.id} ({campaign.slug}): queued {total}")
@@ -251,6 +419,30 @@ def start_due(db: Database, content: Content, *, zone: ZoneInfo, now: datetime, 
 # --- figures: `mailer newsletter status|list`, `mailer stats` ---------------------------------
 
 FAILURES_SHOWN = 100
+
+
+@dataclass(frozen=True)
+class VariantFigures:
+    subject: str
+    queued: int  # rows made with this subject (the test group's half, and the rest for the winner)
+    sent: int
+    clicks: int  # unique: leads who clicked any link after their mail was sent
+
+
+@dataclass(frozen=True)
+class SubjectTestFigures:
+    share: int
+    hours: float
+    variants: dict[str, VariantFigures]  # "A", "B"
+    decide_at: datetime | None  # when the winner is (or was to be) chosen; None: not yet known
+    winner: str | None
+    decided_at: datetime | None
+
+    def as_dict(self) -> dict:
+        return {"share": self.share, "hours": self.hours, "winner": self.winner,
+                "decide_at": self.decide_at and self.decide_at.isoformat(),
+                "decided_at": self.decided_at and self.decided_at.isoformat(),
+                "variants": {name: vars(variant) for name, variant in self.variants.items()}}
 
 
 @dataclass(frozen=True)
@@ -280,6 +472,8 @@ class CampaignFigures:
     clicks: dict[str, int]
     unsubscribes: int
     failures: tuple[tuple[str, str], ...] = ()  # (recipient, last reply), at most FAILURES_SHOWN
+    subject: str | None = None  # as frozen at the start (None before)
+    ab: SubjectTestFigures | None = None
 
     def as_dict(self) -> dict:
         return {"id": self.id, "slug": self.slug, "status": self.status, "start_at": self.start_at.isoformat(),
@@ -287,11 +481,12 @@ class CampaignFigures:
                 "audience_from": self.audience_from, "queued": self.queued, "sent": self.sent,
                 "deferred": self.deferred, "failed": self.failed, "cancelled": self.cancelled,
                 "waiting": self.waiting, "clicks": dict(self.clicks), "unsubscribes": self.unsubscribes,
-                "failures": [{"recipient": r, "reply": reply} for r, reply in self.failures]}
+                "failures": [{"recipient": r, "reply": reply} for r, reply in self.failures],
+                "subject": self.subject, "ab": self.ab and self.ab.as_dict()}
 
 
 def _figures(session, campaign: Campaign, zone: ZoneInfo, with_failures: bool) -> CampaignFigures:
-    mine = Outbox.idempotency_key.like(f"newsletter:{campaign.id}:%")
+    mine = _mine(campaign.id)
     by_status = dict(session.execute(select(Outbox.status, func.count()).where(mine).group_by(Outbox.status)).all())
     # the leads this campaign's mail reached, and when
     got = select(Outbox.lead_id, Outbox.sent_at).where(mine, Outbox.status == OutboxStatus.SENT.value).subquery()
@@ -308,6 +503,15 @@ def _figures(session, campaign: Campaign, zone: ZoneInfo, with_failures: bool) -
     else:
         frozen = audience_query(filters_from_json(campaign.filters), zone).subquery()
         audience, source = session.scalar(select(func.count()).select_from(frozen)), "filters"
+    ab = None
+    if campaign.ab_subject:
+        found = _variant_clicks(session, campaign.id, campaign.slug)
+        subjects = {"A": campaign.subject or "", "B": campaign.ab_subject}
+        ab = SubjectTestFigures(
+            campaign.ab_share, campaign.ab_hours,
+            {name: VariantFigures(subjects[name], **found[name]) for name in ("A", "B")},
+            campaign.ab_decided_at or (decide_at(session, campaign) if campaign.frozen_at else None),
+            campaign.ab_winner, campaign.ab_decided_at)
     failures = ()
     if with_failures:
         failures = tuple((r, e or "") for r, e in session.execute(
@@ -321,7 +525,8 @@ def _figures(session, campaign: Campaign, zone: ZoneInfo, with_failures: bool) -
         campaign.id, campaign.slug, campaign.status, campaign.start_at, campaign.finished_at, int(audience or 0),
         source, sum(by_status.values()), count(OutboxStatus.SENT), count(OutboxStatus.DEFERRED),
         count(OutboxStatus.FAILED), count(OutboxStatus.CANCELLED),
-        count(OutboxStatus.QUEUED) + count(OutboxStatus.SENDING), clicks, int(unsubscribes or 0), failures)
+        count(OutboxStatus.QUEUED) + count(OutboxStatus.SENDING), clicks, int(unsubscribes or 0), failures,
+        campaign.subject, ab)
 
 
 def figures(db: Database, slug: str, *, zone: ZoneInfo) -> CampaignFigures:

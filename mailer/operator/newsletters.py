@@ -17,6 +17,7 @@ from sqlalchemy import Select, and_, exists, func, select
 
 from mailer.content.files import Content
 from mailer.content.newsletters import SLUG, Audience, Newsletter, load_newsletter, starter
+from mailer.delivery.composer import FrozenMail
 from mailer.delivery.kinds import MailRef, newsletter_ref
 from mailer.delivery.rendering import Recipient, RenderedMail
 from mailer.errors import InvalidRequest, MailerError
@@ -97,29 +98,36 @@ def render(db: Database, renderer, content: Content, slug: str, lead_email: str 
     return renderer.render(newsletter_ref(content, slug, magnet), recipient)
 
 
-def content_hash(newsletter: Newsletter) -> str:
-    """What a test send and a campaign are for: subject, preheader and body (sha256)."""
-    text = "\x00".join((newsletter.subject, newsletter.preheader, newsletter.body))
+def content_hash(newsletter: Newsletter, subject: str | None = None) -> str:
+    """What a test send and a campaign are for: subject (the file's, or a subject test's B),
+    preheader and body (sha256)."""
+    text = "\x00".join((subject.strip() if subject else newsletter.subject, newsletter.preheader, newsletter.body))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def send_test(db: Database, composer, transport, content: Content, slug: str, to: str,
-              lead_email: str | None = None, now: datetime | None = None) -> TestSent:
-    """Send the newsletter to `to` now, marked [TEST]; DeliveryError if the relay refuses.
-    A test the relay accepted is recorded (test_sends) with the content hash it was for."""
+              lead_email: str | None = None, now: datetime | None = None, subject: str | None = None) -> TestSent:
+    """Send the newsletter to `to` now, marked [TEST], with the file's subject or `subject` (the B
+    of a subject test); DeliveryError if the relay refuses. A test the relay accepted is
+    recorded (test_sends) with the content hash it was for."""
     try:
         address = validate_email(to, check_deliverability=False).normalized
     except EmailNotValidError as exc:
         raise InvalidRequest(str(exc), "--to") from None
-    find(content, slug)
+    if subject is not None and not subject.strip():
+        raise InvalidRequest("the subject is empty", "--ab-subject")
+    newsletter = find(content, slug)
     magnet, shown = _recipient(db, content, lead_email)
     ref = newsletter_ref(content, slug, magnet)
+    frozen = FrozenMail(composer.renderer.prepare(ref, subject.strip()), newsletter.sender,
+                        newsletter.reply_to) if subject else None
     envelope, _ = composer.compose(ref, Recipient(shown.lead_id, address, shown.first_name),
-                                   make_msgid(domain=composer.domain(marketing=True)), subject_prefix=TEST_PREFIX)
+                                   make_msgid(domain=composer.domain(marketing=True)), subject_prefix=TEST_PREFIX,
+                                   frozen=frozen)
     with transport:
         transport.send_messages([envelope])
     with db.transaction() as session:
-        session.add(TestSend(slug=slug, content_hash=content_hash(find(content, slug)),
+        session.add(TestSend(slug=slug, content_hash=content_hash(newsletter, subject),
                              at=now or datetime.now(timezone.utc)))
     return TestSent(ref, address, transport.last_reply)
 

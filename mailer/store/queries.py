@@ -17,6 +17,8 @@ from mailer.errors import UnknownLead
 from mailer.store.tables import (
     MARKETING_PRIORITY,
     NOT_STARTED,
+    Campaign,
+    CampaignMail,
     Click,
     ConsentNotice,
     Download,
@@ -554,3 +556,15 @@ def cancel_removed_steps(session: Session, sequence: str, steps: list[str]) -> i
         .values(status=OutboxStatus.CANCELLED.value, last_error="not sent: the step was removed from the sequence",
                 claimed_by=None, claimed_until=None)
     ).rowcount
+
+
+def campaign_mails(session: Session, ids) -> list[CampaignMail]:
+    """Campaigns' frozen mails by id (the sender keeps them: they never change)."""
+    return list(session.scalars(select(CampaignMail).where(CampaignMail.id.in_(list(ids)))))
+
+
+def frozen_links(session: Session, slug: str) -> list[str]:
+    """The tracked links (JSON) of each campaign of a newsletter as frozen, newest first."""
+    return list(session.scalars(
+        select(CampaignMail.links).join(Campaign, Campaign.id == CampaignMail.campaign_id)
+        .where(Campaign.slug == slug, CampaignMail.variant == "A").order_by(CampaignMail.id.desc())))

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from sqlalchemy import (
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -16,6 +17,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -210,6 +212,9 @@ class Outbox(Base):
     # For a drip mail: which sequence and step (kind 'drip'); NULL for transactional mail.
     sequence: Mapped[str | None] = mapped_column(String(100))
     step: Mapped[str | None] = mapped_column(String(100))
+    # A campaign's mail: the frozen mail it is sent as (campaign_mails), so a retry sends
+    # exactly what the others got whatever happened to the newsletter's file since.
+    campaign_mail_id: Mapped[int | None] = mapped_column(ForeignKey("campaign_mails.id"))
 
 
 class DeliveryAttempt(Base):
@@ -323,48 +328,99 @@ class ErasedTally(Base):
 
 
 class CampaignStatus(enum.StrEnum):
-    """scheduled -> sending: the start-campaigns job reached start_at and queued a first batch.
-    sending -> done: every lead of the audience is queued (the mail itself may still be waiting).
-    scheduled | sending | done -> paused: `mailer newsletter pause`; no more is queued and its
-    waiting rows are held (next_attempt_at set to CAMPAIGN_HELD). paused -> scheduled | sending:
-    `resume` (sending once anything was queued; the job then finds it done if nothing is left);
-    its held rows are due again at once. scheduled | sending | paused | done -> cancelled:
-    `cancel`; its queued and deferred rows are cancelled, sent mail stays sent. done and
-    cancelled are final, and a new campaign of the same slug may be made after them."""
+    """scheduled -> sending: the start-campaigns job reached start_at, froze the mail and queued
+    a first batch. With a subject A/B test: scheduled -> sending (the test group is queued) ->
+    testing (it waits for the winner, ab_hours after the start) -> sending (the winner's subject
+    to the rest). sending -> done: every lead of the audience is queued (the mail itself may
+    still be waiting). scheduled | sending | testing | done -> paused: `mailer newsletter
+    pause`; no more is queued and its waiting rows are held (next_attempt_at set to
+    CAMPAIGN_HELD). paused -> the status it had (paused_from): `resume`; its held rows are due
+    again at once. any but cancelled -> cancelled: `cancel`; its queued and deferred rows are
+    cancelled, sent mail stays sent. done and cancelled are final, and a new campaign of the
+    same slug may be made after them."""
 
     SCHEDULED = "scheduled"
     SENDING = "sending"
+    TESTING = "testing"
     PAUSED = "paused"
     DONE = "done"
     CANCELLED = "cancelled"
 
 
-# The campaigns of which at most one per slug may exist at a time.
-LIVE_CAMPAIGN = (CampaignStatus.SCHEDULED, CampaignStatus.SENDING, CampaignStatus.PAUSED)
+# The campaigns of which at most one per slug may exist at a time (a partial unique index).
+LIVE_CAMPAIGN = (CampaignStatus.SCHEDULED, CampaignStatus.SENDING, CampaignStatus.TESTING, CampaignStatus.PAUSED)
 # next_attempt_at of a paused campaign's waiting rows: the claim never reaches it.
 CAMPAIGN_HELD = datetime(9999, 1, 1, tzinfo=timezone.utc)
+_LIVE_SQL = "status IN ({})".format(", ".join(f"'{status.value}'" for status in LIVE_CAMPAIGN))
 
 
 class Campaign(Base):
     """One sending of a newsletter to its audience (`mailer newsletter send`). The start-campaigns
     job queues the audience in batches by lead id; `checkpoint` is the last lead id queued, moved
     in the same transaction as the batch's outbox rows (key `newsletter:<campaign id>:<lead id>`),
-    so a crash resumes after the last whole batch without a second copy."""
+    so a crash resumes after the last whole batch without a second copy.
+
+    At the start the newsletter is frozen: subject, preheader, whether it is public and the
+    archive's body here (frozen_at), and the rendered mail per variant and magnet in
+    campaign_mails. From then on the file no longer matters to the campaign."""
 
     __tablename__ = "campaigns"
-    __table_args__ = (Index("ix_campaigns_status_start", "status", "start_at"),)
+    __table_args__ = (
+        Index("ix_campaigns_status_start", "status", "start_at"),
+        # At most one live campaign per newsletter, also when two operators send at once.
+        Index("ux_campaigns_live_slug", "slug", unique=True, sqlite_where=text(_LIVE_SQL),
+              postgresql_where=text(_LIVE_SQL)),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     slug: Mapped[str] = mapped_column(String(100), index=True)
     status: Mapped[str] = mapped_column(String(20), default=CampaignStatus.SCHEDULED.value)
+    paused_from: Mapped[str | None] = mapped_column(String(20))  # the status `resume` returns to
     start_at: Mapped[datetime] = mapped_column(UTCDateTime)
     content_hash: Mapped[str] = mapped_column(String(64))  # sha256 of subject, preheader and body when scheduled
     filters: Mapped[str] = mapped_column(Text)  # JSON: the audience filters, frozen when scheduled
-    checkpoint: Mapped[int] = mapped_column(Integer, default=0)  # the last lead id queued
+    checkpoint: Mapped[int] = mapped_column(Integer, default=0)  # the last lead id queued (in this phase)
     queued: Mapped[int] = mapped_column(Integer, default=0)  # outbox rows queued so far
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # done or cancelled
+    # The frozen newsletter (set at the start): what the archive shows and the figures name.
+    frozen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    subject: Mapped[str | None] = mapped_column(Text)
+    preheader: Mapped[str | None] = mapped_column(Text)
+    public: Mapped[bool | None] = mapped_column(Boolean)
+    page: Mapped[str | None] = mapped_column(Text)  # JSON: the archive's body parts, without personal parts
+    # A subject A/B test (`send --ab-subject`): subject B, the share of the audience in the test
+    # (percent, half each), the hours until the winner is chosen, the seed of the random split,
+    # and the winner ("A" or "B") once chosen.
+    ab_subject: Mapped[str | None] = mapped_column(Text)
+    ab_share: Mapped[int | None] = mapped_column(SmallInteger)
+    ab_hours: Mapped[float | None] = mapped_column(Float)
+    ab_seed: Mapped[int | None] = mapped_column(Integer)
+    ab_winner: Mapped[str | None] = mapped_column(String(1))
+    ab_decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class CampaignMail(Base):
+    """A campaign's mail as frozen at its start: one per subject variant and lead magnet (the
+    footer names the guide the lead asked for), rendered once with the per-recipient markers
+    (name, links) that the sender fills in. sha256 is of subject, text and HTML."""
+
+    __tablename__ = "campaign_mails"
+    __table_args__ = (UniqueConstraint("campaign_id", "variant", "magnet"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    variant: Mapped[str] = mapped_column(String(1))  # "A", or "B" of a subject test
+    magnet: Mapped[str] = mapped_column(String(100))
+    subject: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    html: Mapped[str] = mapped_column(Text)
+    links: Mapped[str] = mapped_column(Text)  # JSON [[name, address], ...]: the tracked links
+    sender: Mapped[str | None] = mapped_column(String(320))  # the newsletter's own From, if any
+    reply_to: Mapped[str | None] = mapped_column(String(320))
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class TestSend(Base):

@@ -8,8 +8,8 @@ from __future__ import annotations
 from flask import Blueprint, current_app, redirect, render_template, request, send_file, url_for
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from mailer.content.newsletters import CLICK_SEQUENCE_PREFIX, PLAIN_LINK
 from mailer.errors import InvalidLink
+from mailer.funnel.actions import click_target
 from mailer.funnel.links import (CLICK_PREFIX, CONFIRM_PREFIX, CONSENT_PREFIX, DOWNLOAD_PREFIX,
                                  NEWSLETTER_UNSUBSCRIBE_PREFIX, UNSUBSCRIBE_PREFIX)
 from mailer.funnel.tokens import CONFIRM, CONSENT, DOWNLOAD, NEWSLETTER_UNSUBSCRIBE, UNSUBSCRIBE
@@ -182,31 +182,18 @@ def click(token: str):
         clicked = svc.signer.read_click_link(token)
     except InvalidLink:
         return error_page(404)
-    target = _click_target(svc.content, clicked)
-    if request.method == "GET":
-        try:
-            with svc.db.transaction() as session:
+    target = None
+    try:
+        with svc.db.transaction() as session:
+            target = click_target(session, svc.content, clicked)
+            if request.method == "GET":
                 svc.funnel.record_click(session, clicked, svc.clock.now())
-        except (OperationalError, InterfaceError):  # the visitor still gets where they were going
-            current_app.logger.warning("click on %s/%s not recorded: database unavailable",
-                                       clicked.sequence, clicked.step)
+    except (OperationalError, InterfaceError):  # the visitor still gets where they were going
+        current_app.logger.warning("click on %s/%s not recorded: database unavailable",
+                                   clicked.sequence, clicked.step)
+        target = click_target(None, svc.content, clicked)
     # A link since removed from the content still leads somewhere: the organisation's site.
     return redirect(target or svc.content.organisation.website, code=302)
-
-
-def _click_target(content, clicked) -> str | None:
-    """The address a click goes to, from the content: a named link, or a newsletter's plain link
-    url-N (the Nth plain link of the newsletter the signed token names)."""
-    if clicked.sequence.startswith(CLICK_SEQUENCE_PREFIX):
-        newsletter = content.newsletters.get(clicked.sequence.removeprefix(CLICK_SEQUENCE_PREFIX))
-        plain = PLAIN_LINK.match(clicked.link)
-        if newsletter is not None and plain:
-            from mailer.content.markdown import plain_links
-
-            found = plain_links(newsletter.body)
-            number = int(plain[1])
-            return found[number - 1] if number <= len(found) else None
-    return content.organisation.links.get(clicked.link)
 
 
 def invalid_link(exc: InvalidLink):

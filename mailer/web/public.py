@@ -120,10 +120,10 @@ def archive_feed():
 @bp.get(f"{ARCHIVE_PREFIX}/<slug>")
 def archive_page(slug: str):
     svc = services()
-    shown = archive.page(svc.db, svc.content, slug)
+    shown = archive.entry(svc.db, svc.content, slug)
     if shown is None:
         abort(404)
-    return render_template("archive_page.html", page=shown, newsletter=shown.entry.newsletter)
+    return render_template("archive_page.html", entry=shown)
 
 
 def _show_form(magnet, form: SignupForm, embed: bool, message: str | None = None, status: int = 200):

@@ -13,6 +13,7 @@ from conftest import START
 
 from mailer.delivery.kinds import newsletter_ref
 from mailer.delivery.rendering import Recipient
+from mailer.operator import campaigns
 from mailer.resources import shipped
 from mailer.store.tables import Campaign, CampaignStatus
 from mailer.web import create_app
@@ -44,13 +45,17 @@ def content(tmp_path):
 
 @pytest.fixture
 def built(make_services, sqlite_url, content):
+    """Campaigns scheduled and (all but "gepland") frozen at their start, then left in a status."""
     built = make_services(sqlite_url, MAILER_CONTENT_PATH=str(content), MAILER_BASE_URL="https://mail.example.nl")
-    with built.db.transaction() as session:
-        for slug, status, days in (("zomer", CampaignStatus.DONE, 0), ("herfst", CampaignStatus.SENDING, 30),
-                                   ("intern", CampaignStatus.DONE, 40), ("gepland", CampaignStatus.SCHEDULED, 50),
-                                   ("voorbeeld", CampaignStatus.CANCELLED, 60)):
-            session.add(Campaign(slug=slug, status=status.value, start_at=START + timedelta(days=days),
-                                 content_hash="0" * 64, filters="{}", created_at=START, updated_at=START))
+    for slug, status, days in (("zomer", CampaignStatus.DONE, 0), ("herfst", CampaignStatus.SENDING, 30),
+                               ("intern", CampaignStatus.DONE, 40), ("gepland", CampaignStatus.SCHEDULED, 50),
+                               ("voorbeeld", CampaignStatus.CANCELLED, 60)):
+        start = START + timedelta(days=days)
+        view = campaigns.schedule(built.db, built.content, slug, now=START, start_at=start, no_test=True)
+        if status is not CampaignStatus.SCHEDULED:
+            assert campaigns.freeze(built.db, built.content, built.renderer, view.id, now=start) == ""
+        with built.db.transaction() as session:
+            session.get(Campaign, view.id).status = status.value
     return built
 
 

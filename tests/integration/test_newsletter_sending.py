@@ -62,7 +62,7 @@ def _campaign(built) -> Campaign:
 
 
 def _start(built, **options) -> list[str]:
-    return campaigns.start_due(built.db, built.content, zone=built.settings.drip_window.zone,
+    return campaigns.start_due(built.db, built.content, built.renderer, zone=built.settings.drip_window.zone,
                                now=built.clock.now(), domain=built.settings.mail_domain, **options)
 
 
