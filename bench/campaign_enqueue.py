@@ -5,7 +5,9 @@ What it measures
     confirmed leads with marketing consent (magnet mini-guide), filled with one INSERT … SELECT.
     enqueue   the real path: ``campaigns.schedule`` of the shipped example newsletter
               ``voorbeeld`` (its audience: magnet mini-guide, i.e. every lead), then the
-              start-campaigns job (``campaigns.start_due``) run to completion. Both are timed.
+              start-campaigns job (``campaigns.start_due``: it freezes the rendered mail, then
+              queues) run to completion. Both are timed; the renderer is built before, as a
+              worker builds it at its start.
     baseline  one ``INSERT INTO outbox (…) SELECT … FROM leads WHERE <the same audience>``
               making the same rows (key, Message-ID and magnet computed in SQL).
     Each is run in a fresh process (so its peak RSS is its own), on the same database, in the
@@ -75,6 +77,7 @@ def reset(url: str) -> None:
     engine = create_engine(url)
     with engine.begin() as conn:
         conn.exec_driver_sql("DELETE FROM outbox")
+        conn.exec_driver_sql("DELETE FROM campaign_mails")
         conn.exec_driver_sql("DELETE FROM campaigns")
     _vacuum(engine)
     engine.dispose()
@@ -92,6 +95,7 @@ def _enqueue(url: str, workdir: str) -> float:
     from mailer.operator import campaigns
 
     services = services_for(url, Path(workdir))
+    services.renderer  # a worker builds (and checks) its renderer at start, not per campaign
     started = time.perf_counter()
     campaigns.schedule(services.db, services.content, SLUG, now=NOW, no_test=True)
     campaigns.start_due(services.db, services.content, services.renderer, zone=services.settings.drip_window.zone, now=NOW,

@@ -176,6 +176,19 @@ def test_a_lead_who_ended_the_newsletter_after_the_enqueue_is_not_sent(built, cl
     assert cancelled == ids[1]
 
 
+def test_a_lead_erased_after_the_start_gets_nothing_more(built, cli):
+    ids = _leads(built, 4)
+    campaigns.schedule(built.db, built.content, "zomer", now=built.clock.now(), no_test=True)
+    _start(built, batch_size=2, max_batches=1)  # lid0 and lid1 queued, lid2 and lid3 still to come
+    assert cli("lead", "erase", "lid1@example.nl", "--yes").exit_code == 0  # queued, not sent
+    assert cli("lead", "erase", "lid3@example.nl", "--yes").exit_code == 0  # not queued yet
+    assert cli("tick", "--now", built.clock.now().isoformat()).exit_code == 0
+    with built.db.read_only() as session:
+        sent = set(session.scalars(select(Outbox.lead_id).where(Outbox.kind == MailKind.NEWSLETTER)))
+    assert sent == {ids[0], ids[2]} and _mail(built) == {"sent": 2}
+    assert _campaign(built).status == CampaignStatus.DONE
+
+
 # --- one marketing mail per lead per gap -----------------------------------------------------------
 
 def test_on_a_newsletter_day_the_drip_step_waits_and_the_newsletter_does_not(built):
