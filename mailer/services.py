@@ -79,9 +79,17 @@ class Services:
         from mailer.drip.job import Drip
 
         settings = self.settings
+
+        def campaigns_ahead(session, lead_ids, now, gap):
+            # imported when the drip job runs (a worker), not where a request enrols a lead
+            from mailer.operator.campaigns import campaigns_ahead
+
+            return campaigns_ahead(session, lead_ids, now, gap, zone=settings.drip_window.zone)
+
         return Drip(content=self.content, window=settings.drip_window,
                     gap=timedelta(hours=settings.drip_min_gap_hours), batch_size=settings.drip_batch_size,
-                    mail_domain=settings.mail_domain, loaded_at=self.content_loaded_at)
+                    mail_domain=settings.mail_domain, loaded_at=self.content_loaded_at,
+                    campaigns_ahead=campaigns_ahead)
 
     @cached_property
     def funnel(self):

@@ -126,18 +126,11 @@ def newsletter_audience(slug: str, as_json: bool, sample_size: int, **given) -> 
                                              "[default: 4].")
 def newsletter_send(slug: str, start_at: str | None, no_test: bool, ab_subject: str | None, ab_share: int | None,
                     ab_hours: float | None) -> None:
-    from mailer.errors import InvalidRequest
-    from mailer.operator.campaigns import AB_HOURS_DEFAULT, AB_SHARE_DEFAULT, SubjectTest, schedule
+    from mailer.operator.campaigns import SubjectTest, schedule
 
+    ab = SubjectTest.from_options(ab_subject, ab_share, ab_hours)
     built = services()
     at = parse_time(None, None, start_at) if start_at else None
-    ab = None
-    if ab_subject is not None:
-        ab = SubjectTest(ab_subject, AB_SHARE_DEFAULT if ab_share is None else ab_share,
-                         AB_HOURS_DEFAULT if ab_hours is None else ab_hours)
-    elif ab_share is not None or ab_hours is not None:
-        raise InvalidRequest("--ab-share and --ab-hours belong to a subject test: give --ab-subject too",
-                             "--ab-subject")
     view = schedule(built.db, built.content, slug, now=built.clock.now(), start_at=at, no_test=no_test, ab=ab)
     click.echo(f"campaign {view.id}: newsletter {slug} scheduled for {view.start_at.isoformat()} "
                f"(content {view.content_hash[:12]})"
@@ -163,6 +156,26 @@ _campaign_command("resume", "due again", "Go on with a paused campaign: its held
                   "of the audience is queued.\n\nExample: mailer newsletter resume voorjaar-2027")
 _campaign_command("cancel", "cancelled", "Cancel the newsletter's campaign: nothing more is queued, waiting mail "
                   "is cancelled, sent mail stays sent.\n\nExample: mailer newsletter cancel voorjaar-2027")
+
+
+@newsletter.command("publish", help="Show a sent newsletter in the public archive (/nieuwsbrief/) from now on, "
+                                    "whatever its file says.\n\nExample: mailer newsletter publish voorjaar-2027")
+@click.argument("slug")
+def newsletter_publish(slug: str) -> None:
+    from mailer.operator.archive import publish
+
+    publish(services(check=False).db, slug, True)
+    click.echo(f"newsletter {slug} is in the public archive")
+
+
+@newsletter.command("unpublish", help="Take a sent newsletter out of the public archive and its feed (its page "
+                                      "answers 404).\n\nExample: mailer newsletter unpublish voorjaar-2027")
+@click.argument("slug")
+def newsletter_unpublish(slug: str) -> None:
+    from mailer.operator.archive import publish
+
+    publish(services(check=False).db, slug, False)
+    click.echo(f"newsletter {slug} is no longer in the public archive")
 
 
 def _counts(view) -> str:
@@ -196,13 +209,14 @@ def newsletter_status(slug: str, as_json: bool) -> None:
         click.echo(f"  subject       {view.subject}")
     if view.ab:
         ab = view.ab
-        state = (f"winner {ab.winner}, chosen {ab.decided_at.isoformat()}" if ab.winner else
+        state = (f"winner {ab.winner}, chosen {ab.decided_at.isoformat()} on {ab.decided_by['A']} against "
+                 f"{ab.decided_by['B']} unique clicks" if ab.winner else
                  f"winner chosen at {ab.decide_at.isoformat()}" if ab.decide_at else
                  f"winner chosen {ab.hours:g} h after the test mail begins to go out")
         click.echo(f"  subject test: {ab.share} % of the audience, {state}")
         for name, variant in ab.variants.items():
             click.echo(f"    {name}: queued {variant.queued:>7}, sent {variant.sent:>7}, unique clicks "
-                       f"{variant.clicks:>6}  {variant.subject}")
+                       f"{variant.clicks:>6}  {variant.subject or '(the file’s, frozen at the start)'}")
     click.echo("  clicks (unique leads per link):" + ("" if view.clicks else " none"))
     for link, count in view.clicks.items():
         click.echo(f"    {link:<30}{count:>8}")

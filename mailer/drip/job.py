@@ -17,6 +17,7 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Callable
 
 from sqlalchemy.orm import Session
 
@@ -109,6 +110,9 @@ class Drip:
     batch_size: int
     mail_domain: str
     loaded_at: datetime  # when this process read the sequence files (see apply_changes)
+    # (session, lead ids, now, gap) -> lead: when a newsletter campaign still to queue its mail
+    # will (operator/campaigns.campaigns_ahead, wired by the composition root); None: no campaigns.
+    campaigns_ahead: Callable[[Session, list[int], datetime, timedelta], dict[int, datetime]] | None = None
 
     def enroll(self, session: Session, lead_id: int, magnet: str, now: datetime) -> None:
         """Start (or restart, after a new confirmation) the magnet's sequence for a lead.
@@ -148,9 +152,12 @@ class Drip:
         downloaded = queries.leads_who_downloaded(session, lead_ids)
         clicked = queries.leads_who_clicked(session, lead_ids)
         gap = self.gap
-        # One marketing mail per lead per gap: a newsletter sent or queued within it counts
-        # (the step waits; the newsletter is never delayed for a step).
+        # One marketing mail per lead per gap: a newsletter sent or queued within it counts, and
+        # so does one a campaign will queue within it (the step waits; the newsletter is never
+        # delayed for a step).
         newsletters = queries.newsletters_since(session, lead_ids, now - gap)
+        for lead_id, at in (self.campaigns_ahead(session, lead_ids, now, gap) if self.campaigns_ahead else {}).items():
+            newsletters[lead_id] = max(at, newsletters.get(lead_id, at))
         mails, moves, stops = [], [], []
         for row in rows:
             sequence = self.content.sequences[row.sequence]

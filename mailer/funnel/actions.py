@@ -24,15 +24,15 @@ from mailer.store.tables import Click, ConsentEvent, ConsentKind, Download, Lead
 
 def click_target(session: Session | None, content: Content, clicked: ClickLink) -> str | None:
     """The address a tracked link goes to, never from the request: a named link's from the
-    organisation's [links] now; a newsletter's plain link url-N from the mail as its campaign
-    froze it (the newest campaign of that newsletter that had it), or, for a mail never sent in a
-    campaign (a test) or without a database (session None), the Nth plain link of the file."""
+    organisation's [links] now; a newsletter's plain link url-N from the mail the lead the token
+    names got, as its campaign froze it; for a mail sent in no campaign (a test, or a row queued
+    before campaigns froze their mail) or without a database (session None), the Nth plain link
+    of the file."""
     if clicked.sequence.startswith(CLICK_SEQUENCE_PREFIX) and PLAIN_LINK.match(clicked.link):
         slug = clicked.sequence.removeprefix(CLICK_SEQUENCE_PREFIX)
-        for links in queries.frozen_links(session, slug) if session is not None else ():
-            found = dict(json.loads(links)).get(clicked.link)
-            if found:
-                return found
+        links = queries.frozen_links(session, clicked.lead_id, slug) if session is not None else None
+        if links is not None:
+            return dict(json.loads(links)).get(clicked.link)
         newsletter = content.newsletters.get(slug)
         if newsletter is not None:
             from mailer.content.markdown import plain_links

@@ -1,11 +1,13 @@
 """The public newsletter archive (/nieuwsbrief/): which newsletters it shows, and each one as
 sent but without personal parts (docs/newsletters.md, "The public archive").
 
-The rule: a newsletter is in the archive when a campaign of it has started mail (status
-sending, testing or done, or paused after it queued mail) and its newsletter was public when
-that campaign froze it, unless its file now says `public = false` (withdrawn). The archive
-shows the newest such campaign's frozen copy (subject, preheader, body), never the file as it
-is now; its date is that campaign's start. The list is newest first. One read-only query.
+The rule: a newsletter is in the archive when its newest campaign that started mail (status
+sending, testing or done, or paused or cancelled after it queued mail) is public: its file said
+`public = true` when the campaign froze it, or an operator published it since (`mailer
+newsletter publish|unpublish SLUG`). The archive shows that campaign's frozen copy (subject,
+preheader, body), never the file as it is now; its date is that campaign's start. A campaign
+started before campaigns froze their mail (migration 0007) shows its file, if it is still
+there and public. The list is newest first. One read-only query.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, update
 
 from mailer.content.files import Content
 from mailer.content.newsletters import Newsletter
+from mailer.errors import InvalidRequest
 from mailer.store.database import Database
 from mailer.store.tables import Campaign, CampaignStatus
 
@@ -49,25 +52,47 @@ def body_parts(content: Content, newsletter: Newsletter) -> list:
 def _started():
     return or_(Campaign.status.in_([CampaignStatus.SENDING.value, CampaignStatus.TESTING.value,
                                     CampaignStatus.DONE.value]),
-               and_(Campaign.status == CampaignStatus.PAUSED.value, Campaign.queued > 0))
+               and_(Campaign.status.in_([CampaignStatus.PAUSED.value, CampaignStatus.CANCELLED.value]),
+                    Campaign.queued > 0))
+
+
+def _entry(content: Content, campaign: Campaign) -> Entry | None:
+    if campaign.frozen_at is None:  # started before campaigns froze their mail: the file, if public
+        newsletter = content.newsletters.get(campaign.slug)
+        if newsletter is None or not newsletter.public:
+            return None
+        return Entry(campaign.slug, newsletter.subject, newsletter.preheader, campaign.start_at,
+                     tuple(body_parts(content, newsletter)))
+    if not campaign.public:
+        return None
+    subject = campaign.ab_subject if campaign.ab_winner == "B" else campaign.subject
+    parts = tuple((html, tuple(button) if button else None) for html, button in json.loads(campaign.page))
+    return Entry(campaign.slug, subject, campaign.preheader or "", campaign.start_at, parts)
 
 
 def entries(db: Database, content: Content) -> list[Entry]:
-    """The archive: each public newsletter's newest started campaign, newest first."""
-    query = (select(Campaign).where(_started(), Campaign.frozen_at.isnot(None), Campaign.public.is_(True))
-             .order_by(Campaign.start_at.desc(), Campaign.id.desc()))
-    withdrawn = {slug for slug, newsletter in content.newsletters.items() if not newsletter.public}
-    found: dict[str, Entry] = {}
+    """The archive: each newsletter's newest started campaign, if public; newest first."""
+    query = select(Campaign).where(_started()).order_by(Campaign.start_at.desc(), Campaign.id.desc())
+    newest: dict[str, Entry | None] = {}
     with db.read_only() as session:
         for campaign in session.scalars(query):
-            if campaign.slug in found or campaign.slug in withdrawn:
-                continue
-            subject = campaign.ab_subject if campaign.ab_winner == "B" else campaign.subject
-            parts = tuple((html, tuple(button) if button else None) for html, button in json.loads(campaign.page))
-            found[campaign.slug] = Entry(campaign.slug, subject, campaign.preheader or "", campaign.start_at, parts)
-    return list(found.values())
+            if campaign.slug not in newest:
+                newest[campaign.slug] = _entry(content, campaign)
+    return [found for found in newest.values() if found is not None]
 
 
 def entry(db: Database, content: Content, slug: str) -> Entry | None:
     """The newsletter's page, or None when it is not in the archive (not public, not sent)."""
     return next((found for found in entries(db, content) if found.slug == slug), None)
+
+
+def publish(db: Database, slug: str, public: bool) -> int:
+    """Show (or withdraw) a sent newsletter in the archive, whatever its file says: every frozen
+    campaign of it. The number of campaigns changed; InvalidRequest when none was sent."""
+    with db.transaction() as session:
+        changed = session.execute(update(Campaign).where(Campaign.slug == slug, Campaign.frozen_at.isnot(None))
+                                  .values(public=public)).rowcount
+    if not changed:
+        raise InvalidRequest(f"newsletter {slug!r} has no campaign that started; until one does, the file's "
+                             "`public` decides", "SLUG")
+    return changed

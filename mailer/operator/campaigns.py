@@ -56,6 +56,7 @@ from mailer.store.tables import (
 
 BATCH_SIZE = 10_000
 WAITING = (OutboxStatus.QUEUED.value, OutboxStatus.DEFERRED.value)
+STILL_TO_GO = (*WAITING, OutboxStatus.SENDING.value)  # waiting, or claimed by a worker
 # A subject test splits the audience into BUCKETS by a seeded hash of the lead id; a share of
 # N % is the first 2N buckets, A the first N of those, B the next N.
 BUCKETS = 200
@@ -71,6 +72,16 @@ class SubjectTest:
     subject: str
     share: int = AB_SHARE_DEFAULT  # percent of the audience in the test group, half each
     hours: float = AB_HOURS_DEFAULT  # from when the test group's mail began to go out
+
+    @classmethod
+    def from_options(cls, subject: str | None, share: int | None, hours: float | None) -> "SubjectTest | None":
+        """The test the command's options ask for (defaults for share and hours), or None."""
+        if subject is None:
+            if share is not None or hours is not None:
+                raise InvalidRequest("--ab-share and --ab-hours belong to a subject test: give --ab-subject too",
+                                     "--ab-subject")
+            return None
+        return cls(subject, AB_SHARE_DEFAULT if share is None else share, AB_HOURS_DEFAULT if hours is None else hours)
 
     def check(self) -> None:
         if not self.subject.strip():
@@ -176,21 +187,29 @@ def pause(db: Database, slug: str, *, now: datetime) -> CampaignView:
         held = session.execute(update(Outbox).where(_mine(campaign.id), Outbox.status.in_(WAITING))
                                .values(next_attempt_at=CAMPAIGN_HELD)).rowcount
         campaign.paused_from, campaign.status, campaign.updated_at = campaign.status, CampaignStatus.PAUSED.value, now
+        campaign.paused_at = now
         return _view(campaign, held)
 
 
 def resume(db: Database, slug: str, *, now: datetime) -> CampaignView:
     """Go on where it was paused (queueing from the checkpoint, or waiting for a subject test's
-    winner) and make its held rows due at once."""
+    winner) and make its held rows due at once. A subject test that was running (its first
+    mail sent, no winner yet) runs longer by the time it was paused, so its held test mail has
+    its time to be read."""
     with db.transaction() as session:
         campaign = _current(session, slug)
         if campaign.status != CampaignStatus.PAUSED:
             raise InvalidRequest(f"newsletter {slug}: its campaign is {campaign.status}, not paused", "SLUG")
+        if campaign.ab_subject and campaign.ab_winner is None and campaign.paused_at is not None:
+            first_sent = session.scalar(select(func.min(Outbox.sent_at)).where(_mine(campaign.id)))
+            if first_sent is not None and first_sent < now:
+                paused = (now - max(campaign.paused_at, first_sent)).total_seconds()
+                campaign.ab_paused_seconds = (campaign.ab_paused_seconds or 0) + paused
         released = session.execute(update(Outbox).where(_mine(campaign.id), Outbox.status.in_(WAITING),
                                                         Outbox.next_attempt_at == CAMPAIGN_HELD)
                                    .values(next_attempt_at=now)).rowcount
         campaign.status = campaign.paused_from or CampaignStatus.SCHEDULED.value
-        campaign.paused_from, campaign.updated_at = None, now
+        campaign.paused_from, campaign.paused_at, campaign.updated_at = None, None, now
         return _view(campaign, released)
 
 
@@ -287,7 +306,7 @@ def enqueue_batch(db: Database, campaign_id: int, *, zone: ZoneInfo, now: dateti
 
 
 def _insert_batch(session, campaign: Campaign, leads: Select, *, now: datetime, domain: str):
-    """One INSERT INTO outbox … SELECT … of the batch's leads (no row passes through Python),
+    """One INSERT INTO outbox … SELECT … of the batch's leads (no row is built in Python; the lead ids come back),
     ON CONFLICT DO NOTHING on the idempotency key. Each row points at its frozen mail: by the
     lead's magnet (a magnet without one gets the first magnet's) and, in a subject test's test
     group, by the lead's bucket. The Message-ID is made in SQL:
@@ -353,15 +372,16 @@ def _variant_clicks(session, campaign_id: int, slug: str) -> dict[str, dict[str,
 
 
 def decide_at(session, campaign: Campaign) -> datetime | None:
-    """When a subject test's winner is chosen: ab_hours after its test group's first mail went
-    out (None while none has, so a test that starts outside the send window is not judged on
-    the night); at once when nothing of the test group is sent or waiting (an empty group)."""
+    """When a subject test's winner is chosen: ab_hours after its test group's first mail was
+    sent, plus the time it was paused after that (None while none was sent, so a test that
+    starts outside the send window is not judged on the night); at once when none of the test
+    group's mail was sent or is still to go (an empty group, or all of it failed)."""
     first_sent, waiting = session.execute(
-        select(func.min(Outbox.sent_at), func.count().filter(Outbox.status.in_(WAITING))).where(
+        select(func.min(Outbox.sent_at), func.count().filter(Outbox.status.in_(STILL_TO_GO))).where(
             _mine(campaign.id))).one()
-    if first_sent is None:  # nothing sent yet: wait, unless nothing is left to send (an empty test group)
+    if first_sent is None:  # nothing sent yet: wait, unless nothing is left to send
         return None if waiting else campaign.start_at
-    return first_sent + timedelta(hours=campaign.ab_hours)
+    return first_sent + timedelta(hours=campaign.ab_hours, seconds=campaign.ab_paused_seconds or 0)
 
 
 def choose_winner(db: Database, campaign_id: int, *, now: datetime) -> str:
@@ -377,9 +397,38 @@ def choose_winner(db: Database, campaign_id: int, *, now: datetime) -> str:
         clicks = _variant_clicks(session, campaign.id, campaign.slug)
         winner = "B" if clicks["B"]["clicks"] > clicks["A"]["clicks"] else "A"
         campaign.ab_winner, campaign.ab_decided_at = winner, now
+        campaign.ab_clicks = json.dumps({name: found["clicks"] for name, found in clicks.items()})
         campaign.status, campaign.checkpoint, campaign.updated_at = CampaignStatus.SENDING.value, 0, now
         return (f"campaign {campaign.id} ({campaign.slug}): subject {winner} won "
                 f"({clicks['A']['clicks']} against {clicks['B']['clicks']} unique clicks); the rest follows")
+
+
+def campaigns_ahead(session, lead_ids: list[int], now: datetime, gap: timedelta, *,
+                    zone: ZoneInfo) -> dict[int, datetime]:
+    """For the drip job's one-marketing-mail-per-gap rule: lead -> when a live campaign will
+    queue its newsletter, for the given leads that are in the audience of a campaign that
+    starts within `gap` (scheduled), is queueing (sending), or waits for its subject test's
+    winner (testing: the rest follows at the decision), and have no row of it yet (a row is
+    counted as a newsletter already). Campaigns that started more than `gap` ago are not
+    looked at. One query per such campaign; none when there is none."""
+    live = session.scalars(select(Campaign).where(
+        Campaign.status.in_([CampaignStatus.SCHEDULED.value, CampaignStatus.SENDING.value,
+                             CampaignStatus.TESTING.value]),
+        Campaign.start_at <= now + gap, Campaign.start_at > now - gap)).all()
+    ahead: dict[int, datetime] = {}
+    for campaign in live:
+        # a scheduled campaign at its start time (one that waits past it, its file changed,
+        # holds the steps for one gap after its start, not for ever); one queueing now
+        when = campaign.start_at if campaign.status == CampaignStatus.SCHEDULED else now
+        if campaign.status == CampaignStatus.TESTING:
+            when = max(decide_at(session, campaign) or now + timedelta(hours=campaign.ab_hours), now)
+        queued = select(Outbox.id).where(Outbox.idempotency_key == literal(f"newsletter:{campaign.id}:")
+                                         + cast(Lead.id, String))
+        leads = (audience_query(filters_from_json(campaign.filters), zone)
+                 .with_only_columns(Lead.id).where(Lead.id.in_(lead_ids), ~queued.exists()))
+        for lead_id in session.scalars(leads):
+            ahead[lead_id] = max(ahead.get(lead_id, when), when)
+    return ahead
 
 
 def start_due(db: Database, content: Content, renderer, *, zone: ZoneInfo, now: datetime, domain: str,
@@ -426,7 +475,7 @@ FAILURES_SHOWN = 100
 
 @dataclass(frozen=True)
 class VariantFigures:
-    subject: str
+    subject: str | None  # A: the file's, known once the campaign froze it
     queued: int  # rows made with this subject (the test group's half, and the rest for the winner)
     sent: int
     clicks: int  # unique: leads who clicked any link after their mail was sent
@@ -440,11 +489,12 @@ class SubjectTestFigures:
     decide_at: datetime | None  # when the winner is (or was to be) chosen; None: not yet known
     winner: str | None
     decided_at: datetime | None
+    decided_by: dict[str, int] | None  # the unique clicks per variant when the winner was chosen
 
     def as_dict(self) -> dict:
         return {"share": self.share, "hours": self.hours, "winner": self.winner,
                 "decide_at": self.decide_at and self.decide_at.isoformat(),
-                "decided_at": self.decided_at and self.decided_at.isoformat(),
+                "decided_at": self.decided_at and self.decided_at.isoformat(), "decided_by": self.decided_by,
                 "variants": {name: vars(variant) for name, variant in self.variants.items()}}
 
 
@@ -509,12 +559,12 @@ def _figures(session, campaign: Campaign, zone: ZoneInfo, with_failures: bool) -
     ab = None
     if campaign.ab_subject:
         found = _variant_clicks(session, campaign.id, campaign.slug)
-        subjects = {"A": campaign.subject or "", "B": campaign.ab_subject}
+        subjects = {"A": campaign.subject, "B": campaign.ab_subject}
         ab = SubjectTestFigures(
             campaign.ab_share, campaign.ab_hours,
             {name: VariantFigures(subjects[name], **found[name]) for name in ("A", "B")},
             campaign.ab_decided_at or (decide_at(session, campaign) if campaign.frozen_at else None),
-            campaign.ab_winner, campaign.ab_decided_at)
+            campaign.ab_winner, campaign.ab_decided_at, campaign.ab_clicks and json.loads(campaign.ab_clicks))
     failures = ()
     if with_failures:
         failures = tuple((r, e or "") for r, e in session.execute(

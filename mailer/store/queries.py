@@ -17,7 +17,6 @@ from mailer.errors import UnknownLead
 from mailer.store.tables import (
     MARKETING_PRIORITY,
     NOT_STARTED,
-    Campaign,
     CampaignMail,
     Click,
     ConsentNotice,
@@ -563,8 +562,10 @@ def campaign_mails(session: Session, ids) -> list[CampaignMail]:
     return list(session.scalars(select(CampaignMail).where(CampaignMail.id.in_(list(ids)))))
 
 
-def frozen_links(session: Session, slug: str) -> list[str]:
-    """The tracked links (JSON) of each campaign of a newsletter as frozen, newest first."""
-    return list(session.scalars(
-        select(CampaignMail.links).join(Campaign, Campaign.id == CampaignMail.campaign_id)
-        .where(Campaign.slug == slug, CampaignMail.variant == "A").order_by(CampaignMail.id.desc())))
+def frozen_links(session: Session, lead_id: int, slug: str) -> str | None:
+    """The tracked links (JSON) of the newsletter mail this lead got from its newest campaign of
+    `slug`, as frozen; None when it got none (a test mail names no lead)."""
+    return session.scalar(
+        select(CampaignMail.links).join(Outbox, Outbox.campaign_mail_id == CampaignMail.id)
+        .where(Outbox.lead_id == lead_id, Outbox.kind == MailKind.NEWSLETTER.value, Outbox.step == slug)
+        .order_by(Outbox.id.desc()).limit(1))

@@ -329,9 +329,10 @@ class ErasedTally(Base):
 
 class CampaignStatus(enum.StrEnum):
     """scheduled -> sending: the start-campaigns job reached start_at, froze the mail and queued
-    a first batch. With a subject A/B test: scheduled -> sending (the test group is queued) ->
-    testing (it waits for the winner, ab_hours after the start) -> sending (the winner's subject
-    to the rest). sending -> done: every lead of the audience is queued (the mail itself may
+    a first batch. With a subject A/B test: scheduled -> (sending, while the test group is
+    queued, if it takes more than one batch) -> testing (it waits for the winner: ab_hours after
+    the test group's first mail was sent, plus any pause after that) -> sending (the winner's
+    subject to the rest). sending -> done: every lead of the audience is queued (the mail itself may
     still be waiting). scheduled | sending | testing | done -> paused: `mailer newsletter
     pause`; no more is queued and its waiting rows are held (next_attempt_at set to
     CAMPAIGN_HELD). paused -> the status it had (paused_from): `resume`; its held rows are due
@@ -376,6 +377,7 @@ class Campaign(Base):
     slug: Mapped[str] = mapped_column(String(100), index=True)
     status: Mapped[str] = mapped_column(String(20), default=CampaignStatus.SCHEDULED.value)
     paused_from: Mapped[str | None] = mapped_column(String(20))  # the status `resume` returns to
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     start_at: Mapped[datetime] = mapped_column(UTCDateTime)
     content_hash: Mapped[str] = mapped_column(String(64))  # sha256 of subject, preheader and body when scheduled
     filters: Mapped[str] = mapped_column(Text)  # JSON: the audience filters, frozen when scheduled
@@ -391,14 +393,17 @@ class Campaign(Base):
     public: Mapped[bool | None] = mapped_column(Boolean)
     page: Mapped[str | None] = mapped_column(Text)  # JSON: the archive's body parts, without personal parts
     # A subject A/B test (`send --ab-subject`): subject B, the share of the audience in the test
-    # (percent, half each), the hours until the winner is chosen, the seed of the random split,
-    # and the winner ("A" or "B") once chosen.
+    # (percent, half each), the hours it runs, the seed of the random split, the time it was
+    # paused while running (added to its hours), and once chosen the winner ("A" or "B") and the
+    # unique clicks that decided it (JSON {"A": n, "B": n}).
     ab_subject: Mapped[str | None] = mapped_column(Text)
     ab_share: Mapped[int | None] = mapped_column(SmallInteger)
     ab_hours: Mapped[float | None] = mapped_column(Float)
     ab_seed: Mapped[int | None] = mapped_column(Integer)
+    ab_paused_seconds: Mapped[float | None] = mapped_column(Float)
     ab_winner: Mapped[str | None] = mapped_column(String(1))
     ab_decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ab_clicks: Mapped[str | None] = mapped_column(Text)
 
 
 class CampaignMail(Base):

@@ -184,9 +184,12 @@ def click(token: str):
         return error_page(404)
     target = None
     try:
-        with svc.db.transaction() as session:
-            target = click_target(session, svc.content, clicked)
-            if request.method == "GET":
+        if request.method == "HEAD":
+            with svc.db.read_only() as session:
+                target = click_target(session, svc.content, clicked)
+        else:
+            with svc.db.transaction() as session:
+                target = click_target(session, svc.content, clicked)
                 svc.funnel.record_click(session, clicked, svc.clock.now())
     except (OperationalError, InterfaceError):  # the visitor still gets where they were going
         current_app.logger.warning("click on %s/%s not recorded: database unavailable",

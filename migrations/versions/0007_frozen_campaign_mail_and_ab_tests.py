@@ -48,6 +48,7 @@ def upgrade() -> None:
         op.execute("ALTER TABLE outbox ADD COLUMN campaign_mail_id INTEGER REFERENCES campaign_mails (id)")
     for column in (
         sa.Column('paused_from', sa.String(length=20), nullable=True),
+        sa.Column('paused_at', sa.DateTime(), nullable=True),
         sa.Column('frozen_at', sa.DateTime(), nullable=True),
         sa.Column('subject', sa.Text(), nullable=True),
         sa.Column('preheader', sa.Text(), nullable=True),
@@ -57,13 +58,24 @@ def upgrade() -> None:
         sa.Column('ab_share', sa.SmallInteger(), nullable=True),
         sa.Column('ab_hours', sa.Float(), nullable=True),
         sa.Column('ab_seed', sa.Integer(), nullable=True),
+        sa.Column('ab_paused_seconds', sa.Float(), nullable=True),
         sa.Column('ab_winner', sa.String(length=1), nullable=True),
         sa.Column('ab_decided_at', sa.DateTime(), nullable=True),
+        sa.Column('ab_clicks', sa.Text(), nullable=True),
     ):
         op.add_column('campaigns', column)
     # A campaign paused before this revision returns to sending (it had queued) or scheduled.
     op.execute("UPDATE campaigns SET paused_from = CASE WHEN checkpoint > 0 OR queued > 0 "
                "THEN 'sending' ELSE 'scheduled' END WHERE status = 'paused'")
+    # The old check in `send` could let two simultaneous sends through; say so rather than fail
+    # on the index with a database error.
+    twice = op.get_bind().execute(sa.text(
+        f"SELECT slug, min(id), max(id) FROM campaigns WHERE {LIVE} GROUP BY slug HAVING count(*) > 1")).all()
+    if twice:
+        names = ", ".join(f"{slug} (campaigns {first} to {last})" for slug, first, last in twice)
+        raise RuntimeError(f"newsletters with more than one live campaign: {names}. Cancel the extra ones with "
+                           "the version you run now (`mailer newsletter cancel SLUG` cancels the newest), "
+                           "then upgrade again.")
     op.create_index('ux_campaigns_live_slug', 'campaigns', ['slug'], unique=True,
                     sqlite_where=sa.text(LIVE), postgresql_where=sa.text(LIVE))
 
@@ -71,8 +83,9 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index('ux_campaigns_live_slug', table_name='campaigns',
                   sqlite_where=sa.text(LIVE), postgresql_where=sa.text(LIVE))
-    for column in ('ab_decided_at', 'ab_winner', 'ab_seed', 'ab_hours', 'ab_share', 'ab_subject', 'page',
-                   'public', 'preheader', 'subject', 'frozen_at', 'paused_from'):
+    for column in ('ab_clicks', 'ab_decided_at', 'ab_winner', 'ab_paused_seconds', 'ab_seed', 'ab_hours',
+                   'ab_share', 'ab_subject', 'page', 'public', 'preheader', 'subject', 'frozen_at', 'paused_at',
+                   'paused_from'):
         op.drop_column('campaigns', column)
     if op.get_bind().dialect.name == 'postgresql':
         op.drop_constraint(FK, 'outbox', type_='foreignkey')

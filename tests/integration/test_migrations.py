@@ -6,10 +6,12 @@ import os
 import subprocess
 import sys
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
+from mailer.store.migrate import upgrade
 from mailer.store.tables import Base
 
 
@@ -31,3 +33,18 @@ def test_db_upgrade_command_creates_the_schema(tmp_path):
     engine = create_engine(f"sqlite:///{tmp_path / 'instance' / 'mailer.db'}")
     assert "outbox" in inspect(engine).get_table_names()
     engine.dispose()
+
+
+def test_0007_names_a_newsletter_with_two_live_campaigns_instead_of_failing_on_the_index(tmp_path):
+    """Before 0007 a live campaign per slug was checked only in code, so two could exist."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    upgrade(url, "0006")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for _ in range(2):
+            conn.execute(text("INSERT INTO campaigns (slug, status, start_at, content_hash, filters, checkpoint, "
+                              "queued, created_at, updated_at) VALUES ('zomer', 'scheduled', '2026-12-01', 'x', "
+                              "'{}', 0, 0, '2026-12-01', '2026-12-01')"))
+    engine.dispose()
+    with pytest.raises(RuntimeError, match=r"zomer \(campaigns 1 to 2\).*Cancel the extra ones"):
+        upgrade(url)

@@ -179,19 +179,65 @@ def test_a_plain_link_leads_where_it_led_in_the_mail_sent(built, build, content,
     assert targets.index(FIRST) < targets.index(SECOND)  # as in the mail: the story first
 
 
-def test_the_archive_shows_what_was_sent_not_the_file(built, build, content):
+def test_the_archive_shows_what_was_sent_not_the_file(built, build, content, cli):
     _leads(built, 1)
     campaigns.schedule(built.db, built.content, "zomer", now=built.clock.now(), no_test=True)
     _start(built)
     _write(content, subject="Herzien onderwerp", body="Een heel andere tekst.")
+    (content / "newsletters" / "zomer.md").write_text(
+        (content / "newsletters" / "zomer.md").read_text().replace("public = true", "public = false"))
     web = create_app(services=build()).test_client()
     page = web.get("/nieuwsbrief/zomer").get_data(as_text=True)
     assert "Nieuws voor de zomer" in page and "Het nieuws van deze maand." in page
     assert "Herzien" not in page and "heel andere" not in page
-    (content / "newsletters" / "zomer.md").write_text(
-        (content / "newsletters" / "zomer.md").read_text().replace("public = true", "public = false"))
-    withdrawn = create_app(services=build()).test_client()
-    assert withdrawn.get("/nieuwsbrief/zomer").status_code == 404  # withdrawn by the file
+    assert cli("newsletter", "unpublish", "zomer").exit_code == 0
+    (content / "newsletters" / "zomer.md").unlink()  # tidying up later publishes nothing again
+    assert web.get("/nieuwsbrief/zomer").status_code == 404
+    assert "zomer" not in web.get("/nieuwsbrief/feed.xml").get_data(as_text=True)
+    assert cli("newsletter", "publish", "zomer").exit_code == 0
+    assert web.get("/nieuwsbrief/zomer").status_code == 200
+
+
+def test_publishing_a_newsletter_never_sent_is_refused(cli):
+    result = cli("newsletter", "unpublish", "zomer")
+    assert result.exit_code == 2 and "no campaign that started" in result.output
+
+
+def test_a_campaign_from_before_freezing_shows_its_file_in_the_archive(built):
+    """A campaign done before migration 0007 has no frozen copy: its file, while public."""
+    with built.db.transaction() as session:
+        session.add(Campaign(slug="zomer", status=CampaignStatus.DONE.value, start_at=START, content_hash="0" * 64,
+                             filters="{}", checkpoint=9, queued=9, created_at=START, updated_at=START,
+                             finished_at=START))
+    page = create_app(services=built).test_client().get("/nieuwsbrief/zomer")
+    assert page.status_code == 200 and "Het nieuws van deze maand." in page.get_data(as_text=True)
+
+
+def test_a_click_in_an_older_campaigns_mail_leads_where_that_mail_said(built, build, content, smtp_server):
+    ids = _leads(built, 2)
+    with built.db.transaction() as session:  # only lid0 gets the first campaign
+        session.get(Lead, ids[1]).marketing_consent = False
+    campaigns.schedule(built.db, built.content, "zomer", now=built.clock.now(), no_test=True)
+    _start(built)
+    _send(built)
+    campaigns.cancel(built.db, "zomer", now=built.clock.now())
+    _write(content, first="https://www.example.nl/nieuw-1", second="https://www.example.nl/nieuw-2")
+    again = build()  # the edited newsletter sent again: only lid1 is in its audience now
+    with again.db.transaction() as session:
+        session.get(Lead, ids[0]).newsletter_ended_at = again.clock.now()
+        session.get(Lead, ids[1]).marketing_consent = True
+    campaigns.schedule(again.db, again.content, "zomer", now=again.clock.now(), no_test=True)
+    _start(again)
+    _send(again)
+    got = _received(smtp_server)
+    client = create_app(services=again).test_client()
+
+    def first_link(address: str) -> str:
+        path = re.findall(r"https://mail\.example\.nl(/k/[^\s)>]+)", _text(got[address]))[0]
+        return client.get(path).headers["Location"]
+
+    assert first_link("lid0@example.nl") == FIRST  # the first campaign's mail, as sent
+    assert first_link("lid1@example.nl") == "https://www.example.nl/nieuw-1"
 
 
 def test_the_database_allows_one_live_campaign_per_newsletter(built):
@@ -294,6 +340,51 @@ def test_pause_and_resume_during_the_test_keep_waiting_for_the_winner(built, cli
     _send(built)
     built.clock.advance(hours=1)
     assert "won" in _start(built)[0]
+
+
+def test_no_winner_while_a_worker_holds_the_whole_test_group(built):
+    _leads(built, 200)
+    campaigns.schedule(built.db, built.content, "zomer", now=built.clock.now(), no_test=True,
+                       ab=campaigns.SubjectTest("Onderwerp B", share=10, hours=1))
+    _start(built)
+    with built.db.transaction() as session:  # claimed by a worker, nothing sent yet
+        session.execute(update(Outbox).values(status="sending", claimed_by="elders:1",
+                                              claimed_until=built.clock.now() + timedelta(minutes=5)))
+    built.clock.advance(hours=2)
+    assert _start(built) == [] and _mail_count(built) == 20
+
+
+def test_a_pause_during_the_test_adds_to_its_hours(built, cli):
+    ids = _leads(built, 400)
+    campaigns.schedule(built.db, built.content, "zomer", now=built.clock.now(), no_test=True,
+                       ab=campaigns.SubjectTest("Onderwerp B", share=20, hours=4))
+    _start(built)
+    with built.db.transaction() as session:  # one test mail went out before the pause
+        first = session.scalar(select(Outbox.id).where(Outbox.lead_id.in_(ids)).order_by(Outbox.id).limit(1))
+        session.execute(update(Outbox).where(Outbox.id == first).values(status="sent", sent_at=built.clock.now()))
+    built.clock.advance(hours=1)
+    campaigns.pause(built.db, "zomer", now=built.clock.now())  # on the test's clock, unlike the CLI
+    built.clock.advance(days=1)
+    assert campaigns.resume(built.db, "zomer", now=built.clock.now()).status == "testing"
+    assert _start(built) == []  # 1 hour ran before the pause: 3 to go
+    _send(built)
+    built.clock.advance(hours=2, minutes=59)
+    assert _start(built) == [] and _mail_count(built) == 80
+    built.clock.advance(minutes=1)
+    assert "won" in _start(built)[0]
+    status = json.loads(cli("newsletter", "status", "zomer", "--json").output)
+    assert status["ab"]["decided_by"] == {"A": 0, "B": 0} and status["ab"]["winner"] == "A"
+
+
+def test_a_test_group_that_all_failed_is_decided_without_waiting(built):
+    _leads(built, 200)
+    campaigns.schedule(built.db, built.content, "zomer", now=built.clock.now(), no_test=True,
+                       ab=campaigns.SubjectTest("Onderwerp B", share=10, hours=4))
+    _start(built)
+    with built.db.transaction() as session:
+        session.execute(update(Outbox).values(status="failed", last_error="550 5.1.1 no such user"))
+    assert "subject A won (0 against 0 unique clicks)" in _start(built)[0]
+    assert _mail_count(built) == 200
 
 
 def test_the_b_subject_needs_its_own_test_send(cli):

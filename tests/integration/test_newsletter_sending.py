@@ -213,3 +213,46 @@ def test_on_a_newsletter_day_the_drip_step_waits_and_the_newsletter_does_not(bui
     assert _mail(built) == {"queued": 1}  # the newsletter went on regardless
     built.drip.run(built.db, now + timedelta(hours=built.settings.drip_min_gap_hours, minutes=1))
     assert drip_leads() == {ended, gets_newsletter}  # the next allowed day
+
+
+def _enrolled(built, *lead_ids) -> None:
+    from mailer.store.tables import Enrollment
+
+    now = built.clock.now()
+    with built.db.transaction() as session:
+        session.add_all([Enrollment(lead_id=i, sequence="mini-guide", status="active", anchor_at=now - timedelta(days=2),
+                                    position=-1, next_due_at=now, created_at=now, updated_at=now) for i in lead_ids])
+
+
+def _drip_leads(built) -> set[int]:
+    with built.db.read_only() as session:
+        return set(session.scalars(select(Outbox.lead_id).where(Outbox.kind == MailKind.DRIP)))
+
+
+def test_a_drip_step_waits_for_a_campaign_that_starts_later_that_day(built):
+    audience, other = _leads(built, 2)
+    with built.db.transaction() as session:
+        session.get(Lead, other).newsletter_ended_at = built.clock.now()
+    _enrolled(built, audience, other)
+    start = built.clock.now() + timedelta(hours=4)
+    campaigns.schedule(built.db, built.content, "zomer", now=built.clock.now(), start_at=start, no_test=True)
+    built.drip.run(built.db, built.clock.now())  # the step is due now; the newsletter comes at 4
+    assert _drip_leads(built) == {other}
+    built.clock.advance(hours=4)
+    _start(built)
+    assert _mail(built) == {"queued": 1}
+    built.drip.run(built.db, start + timedelta(hours=built.settings.drip_min_gap_hours) - timedelta(minutes=1))
+    assert _drip_leads(built) == {other}
+    built.drip.run(built.db, start + timedelta(hours=built.settings.drip_min_gap_hours))
+    assert _drip_leads(built) == {other, audience}
+
+
+def test_during_a_subject_test_the_rest_of_the_audience_keeps_its_gap_for_the_winner(built):
+    ids = _leads(built, 200)
+    _enrolled(built, *ids)
+    campaigns.schedule(built.db, built.content, "zomer", now=built.clock.now(), no_test=True,
+                       ab=campaigns.SubjectTest("Onderwerp B", share=10, hours=4))
+    _start(built)  # the test group (20) is queued; the other 180 get the winner in about 4 hours
+    assert _campaign(built).status == CampaignStatus.TESTING
+    built.drip.run(built.db, built.clock.now())
+    assert _drip_leads(built) == set()  # nobody gets a drip step and then the newsletter that day
