@@ -16,7 +16,7 @@ from email.header import Header
 from email.headerregistry import Address
 from email.policy import SMTP
 from email.utils import format_datetime, formataddr, parseaddr
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import css_inline
@@ -63,6 +63,12 @@ class Prepared:
     html: str  # with the markers, CSS inlined
     links: tuple[tuple[str, str], ...] = ()  # the tracked links a marketing mail uses: (name, address)
 
+    @cached_property
+    def uses_main_link(self) -> bool:
+        """Whether the mail has its kind's main link (a newsletter need not): signing a link
+        costs more than the rest of filling in a mail, so an unused one is not made."""
+        return LINK_MARK in self.text or LINK_MARK in self.html
+
 
 class MailRenderer:
     """Renders every kind of mail by its entry in the kind table (mailer/delivery/kinds.py)."""
@@ -95,7 +101,8 @@ class MailRenderer:
         prepared = prepared or self._prepared.get(ref) or self._prepare(ref)
         kind = KINDS[ref.kind]
         lead_id, email = recipient.lead_id, recipient.email
-        values = {LINK_MARK: getattr(self.links, kind.main_link)(lead_id, ref.magnet, email)}
+        values = {LINK_MARK: getattr(self.links, kind.main_link)(lead_id, ref.magnet, email)} \
+            if prepared.uses_main_link else {}
         headers: tuple[tuple[str, str], ...] = ()
         if kind.marketing:
             unsubscribe = getattr(self.links, kind.unsubscribe_link)(lead_id, ref.magnet, email)

@@ -125,7 +125,7 @@ def mark_undeliverable(db: Session | Connection, *, lead_id: int, reply: str, no
 
 def stop_marketing(db: Session | Connection, *, lead_id: int, reason: str, now: datetime) -> int:
     """The lead wants no more marketing mail: its enrollments stop and its waiting marketing
-    mail is cancelled. Rows a worker holds are left to it: the worker asks `marketing_claim`
+    mail is cancelled. Rows a worker holds are left to it: the worker asks `marketing_claims`
     just before sending and cancels them itself, and a mail already on its way to the relay is
     recorded as what it was (sent, or not). Returns the rows cancelled."""
     _stop_lead_enrollments(db, lead_id, now)
@@ -153,21 +153,18 @@ def _stop_lead_enrollments(db: Session | Connection, lead_id: int, now: datetime
                .values(status=EnrollmentStatus.STOPPED.value, next_due_at=None, updated_at=now))
 
 
-def marketing_claim(db: Session | Connection, *, row_id: int, worker: str) -> bool | None:
-    """Asked just before a marketing mail goes out: None if the row is no longer this worker's
-    (cancelled, or taken over after the lease ran out); else whether its lead still wants
-    marketing mail (confirmed, with consent, and for a newsletter: not ended the newsletter),
-    so an unsubscribe after the claim stops it. One read by primary keys."""
-    row = db.execute(
-        select(Lead.status, Lead.marketing_consent, Lead.newsletter_ended_at, Outbox.kind)
+def marketing_claims(db: Session | Connection, *, row_ids: list[int], worker: str) -> dict[int, bool]:
+    """Asked just before marketing mail goes out, for the next few rows at once: for each row
+    still this worker's (not cancelled, not taken over after the lease ran out), whether its
+    lead still wants marketing mail (confirmed, with consent, and for a newsletter: not ended
+    the newsletter), so an unsubscribe after the claim stops it. A row missing from the answer
+    is no longer ours. One read by primary keys."""
+    rows = db.execute(
+        select(Outbox.id, Lead.status, Lead.marketing_consent, Lead.newsletter_ended_at, Outbox.kind)
         .join(Outbox, Outbox.lead_id == Lead.id)
-        .where(Outbox.id == row_id, Outbox.claimed_by == worker, Outbox.status == OutboxStatus.SENDING)
-    ).first()
-    if row is None:
-        return None
-    if row.kind == MailKind.NEWSLETTER and row.newsletter_ended_at is not None:
-        return False
-    return row.status == LeadStatus.CONFIRMED and row.marketing_consent
+        .where(Outbox.id.in_(row_ids), Outbox.claimed_by == worker, Outbox.status == OutboxStatus.SENDING))
+    return {row.id: row.status == LeadStatus.CONFIRMED and bool(row.marketing_consent)
+            and not (row.kind == MailKind.NEWSLETTER and row.newsletter_ended_at is not None) for row in rows}
 
 
 def pause_marketing(db: Session | Connection, *, reason: str, now: datetime) -> None:
