@@ -9,7 +9,8 @@ What it measures
               queues) run to completion. Both are timed; the renderer is built before, as a
               worker builds it at its start.
     baseline  one ``INSERT INTO outbox (…) SELECT … FROM leads WHERE <the same audience>``
-              making the same rows (key, Message-ID and magnet computed in SQL).
+              making the same rows (key, Message-ID and magnet computed in SQL, each pointing at
+              a frozen campaign mail stored before the clock starts, as the real rows do).
     Each is run in a fresh process (so its peak RSS is its own), on the same database, in the
     same run; between runs the outbox and campaigns are emptied (PostgreSQL: VACUUM ANALYZE),
     outside the timing, so each run starts from the same state. The script checks that both
@@ -112,21 +113,29 @@ def _baseline(url: str, workdir: str) -> float:
     t = ":t" if sqlite else "CAST(:t AS timestamp)"
     statement = text(f"""
         INSERT INTO outbox (kind, lead_id, recipient, magnet, idempotency_key, message_id, priority, status,
-                            attempts, unknown_outcomes, created_at, queued_at, next_attempt_at, sequence, step)
+                            attempts, unknown_outcomes, created_at, queued_at, next_attempt_at, sequence, step,
+                            campaign_mail_id)
         SELECT 'newsletter', leads.id, leads.email,
                CASE WHEN leads.magnet IN ('mini-guide') THEN leads.magnet ELSE 'mini-guide' END,
                'newsletter:0:' || leads.id, '<n0.' || leads.id || '.0123456789abcdef@example.nl>', 10, 'queued',
-               0, 0, {t}, {t}, {t}, 'newsletter:{SLUG}', '{SLUG}'
+               0, 0, {t}, {t}, {t}, 'newsletter:{SLUG}', '{SLUG}', :mail
         FROM leads
         WHERE leads.status = 'confirmed' AND leads.marketing_consent = {consent}
           AND leads.newsletter_ended_at IS NULL AND leads.magnet IN ('mini-guide')
         ON CONFLICT (idempotency_key) DO NOTHING""")
     with engine.connect() as conn:  # connect outside the timing, as the enqueue's services do
-        conn.exec_driver_sql("SELECT 1")
-        conn.rollback()
+        with conn.begin():  # the frozen mail the rows point at (its foreign key is part of the row)
+            campaign = conn.execute(text(
+                f"INSERT INTO campaigns (slug, status, start_at, content_hash, filters, checkpoint, queued, created_at, "
+                f"updated_at) VALUES ('{SLUG}', 'done', {t}, 'x', '{{}}', 0, 0, {t}, {t}) RETURNING id"),
+                {"t": stamp(NOW)}).scalar_one()
+            mail = conn.execute(text(
+                f"INSERT INTO campaign_mails (campaign_id, variant, magnet, subject, text, html, links, sha256, "
+                f"created_at) VALUES (:campaign, 'A', 'mini-guide', 's', 't', 'h', '[]', 'x', {t}) RETURNING id"),
+                {"campaign": campaign, "t": stamp(NOW)}).scalar_one()
         started = time.perf_counter()
         with conn.begin():
-            conn.execute(statement, {"t": stamp(NOW)})
+            conn.execute(statement, {"t": stamp(NOW), "mail": mail})
         elapsed = time.perf_counter() - started
     engine.dispose()
     return elapsed

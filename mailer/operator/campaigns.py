@@ -280,19 +280,16 @@ def enqueue_batch(db: Database, campaign_id: int, *, zone: ZoneInfo, now: dateti
         testing = _testing(campaign)
         if testing:
             audience = audience.where(_bucket(campaign.ab_seed) < 2 * campaign.ab_share)
-        # The batch: the next batch_size leads by id, inserted by one INSERT ... SELECT ... LIMIT
-        # that returns the leads it queued. A full batch's last id is the checkpoint; a short one
-        # is the end of the audience, or leads queued before a crash (ON CONFLICT skipped them),
-        # and only then is the batch counted to tell which.
-        queued_ids = session.execute(_insert_batch(session, campaign, audience.order_by(Lead.id).limit(batch_size),
-                                                   now=now, domain=domain).returning(Outbox.lead_id)).scalars().all()
-        queued = len(queued_ids)
-        if queued == batch_size:
-            found, last = batch_size, max(queued_ids)
-        else:
-            batch = audience.with_only_columns(Lead.id).order_by(Lead.id).limit(batch_size).subquery()
-            found, last = session.execute(select(func.count(), func.max(batch.c.id))).one()
+        # the batch: the next batch_size leads by id; its count and last id move the checkpoint
+        batch = audience.with_only_columns(Lead.id).order_by(Lead.id).limit(batch_size).subquery()
+        found, last = session.execute(select(func.count(), func.max(batch.c.id))).one()
+        queued = 0
         if found:
+            insert = _insert_batch(session, campaign, audience.where(Lead.id <= last), now=now, domain=domain)
+            if session.bind.dialect.name == "postgresql":  # psycopg's rowcount is -1 here: count what RETURNING gives
+                queued = len(session.execute(insert.returning(Outbox.id)).all())
+            else:
+                queued = session.connection().execute(insert).rowcount
             campaign.checkpoint = last
         campaign.queued += queued
         campaign.updated_at = now
@@ -306,7 +303,7 @@ def enqueue_batch(db: Database, campaign_id: int, *, zone: ZoneInfo, now: dateti
 
 
 def _insert_batch(session, campaign: Campaign, leads: Select, *, now: datetime, domain: str):
-    """One INSERT INTO outbox … SELECT … of the batch's leads (no row is built in Python; the lead ids come back),
+    """One INSERT INTO outbox … SELECT … of the batch's leads (no row passes through Python),
     ON CONFLICT DO NOTHING on the idempotency key. Each row points at its frozen mail: by the
     lead's magnet (a magnet without one gets the first magnet's) and, in a subject test's test
     group, by the lead's bucket. The Message-ID is made in SQL:
