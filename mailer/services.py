@@ -121,7 +121,25 @@ class Services:
             dkim = DKIMSigner.from_settings(settings.dkim_selector, settings.dkim_domain or settings.mail_domain,
                                             settings.dkim_key_file)
         return Composer(self.renderer, settings.mail_from, settings.marketing_from, self.clock, dkim,
-                        dkim_fixed_domain=bool(settings.dkim_domain), reply_to=settings.reply_to)
+                        dkim_fixed_domain=bool(settings.dkim_domain), reply_to=settings.reply_to,
+                        bounces=self.bounce_addresses)
+
+    @cached_property
+    def intake(self):
+        """Takes in the reports that come back (bounces, complaints)."""
+        from mailer.bounces.intake import Intake
+
+        settings = self.settings
+        return Intake(self.db, self.funnel, self.clock, self.bounce_addresses,
+                      soft_limit=settings.soft_bounce_limit, soft_days=settings.soft_bounce_days)
+
+    @cached_property
+    def bounce_addresses(self):
+        """The per-mail envelope senders of MAILER_BOUNCE_ADDRESS, or None without it."""
+        from mailer.delivery.verp import BounceAddresses
+
+        address = self.settings.bounce_address
+        return BounceAddresses(address, self.settings.secret_keys) if address else None
 
     def page_loader(self):
         """The web pages' templates: the operator's copy first, then the shipped ones."""

@@ -88,6 +88,19 @@ class Settings:
     sqlite_busy_timeout_ms: int = 5000
     marketing_from: str | None = None  # From of marketing mail; default: mail_from
     reply_to: str | None = None  # Reply-To of every mail (a person reads it); default: none
+    # The envelope sender's base, bounce@mail.example.nl: each mail is sent from
+    # bounce+TOKEN@mail.example.nl, TOKEN naming its outbox row and signed (delivery/verp.py).
+    bounce_address: str | None = None
+    soft_bounce_limit: int = 3  # this many soft bounces within soft_bounce_days: undeliverable
+    soft_bounce_days: int = 30
+    # imaps://user:password@host[:port]/FOLDER (imap:// only for a server on this machine): a
+    # mailbox the bounce job reads and empties every bounce_mailbox_interval seconds.
+    bounce_mailbox: str | None = None
+    bounce_mailbox_interval: float = 60.0
+    # Provider webhooks (POST /hooks/<provider>): Mailgun's HTTP webhook signing key, and the
+    # Amazon SNS topic ARNs whose (signed) notifications are accepted at /hooks/ses.
+    mailgun_signing_key: str | None = None
+    ses_topic_arns: tuple[str, ...] = ()
     dkim_selector: str | None = None
     dkim_domain: str | None = None
     dkim_key_file: Path | None = None
@@ -165,6 +178,13 @@ def _build(env: dict[str, str]) -> Settings:
         marketing_from=_address("MAILER_MARKETING_FROM", env["MAILER_MARKETING_FROM"])
         if env.get("MAILER_MARKETING_FROM") else None,
         reply_to=_address("MAILER_REPLY_TO", env["MAILER_REPLY_TO"]) if env.get("MAILER_REPLY_TO") else None,
+        bounce_address=_bounce_address(env["MAILER_BOUNCE_ADDRESS"]) if env.get("MAILER_BOUNCE_ADDRESS") else None,
+        soft_bounce_limit=read.number("soft_bounce_limit", minimum=1),
+        soft_bounce_days=read.number("soft_bounce_days", minimum=1),
+        bounce_mailbox=_mailbox_url(env["MAILER_BOUNCE_MAILBOX"]) if env.get("MAILER_BOUNCE_MAILBOX") else None,
+        bounce_mailbox_interval=read.number("bounce_mailbox_interval", minimum=1),
+        mailgun_signing_key=env.get("MAILER_MAILGUN_SIGNING_KEY") or None,
+        ses_topic_arns=tuple(arn.strip() for arn in env.get("MAILER_SES_TOPIC_ARNS", "").split(",") if arn.strip()),
         drip_window=_window(env),
         drip_interval=read.number("drip_interval", minimum=1),
         drip_batch_size=read.number("drip_batch_size", minimum=1),
@@ -339,6 +359,33 @@ def _address(name: str, value: str) -> str:
         validate_email(address, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
         raise SettingsError(f"{name} must be an address like 'Name <mail@example.nl>': {exc}") from None
+    return value
+
+
+def _bounce_address(value: str) -> str:
+    """A bare address whose local part has no "+": the token goes after one."""
+    address = value.strip()
+    try:
+        validate_email(address, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as exc:
+        raise SettingsError(f"MAILER_BOUNCE_ADDRESS must be an address like bounce@mail.example.nl: {exc}") from None
+    if "+" in address.partition("@")[0] or "<" in address:
+        raise SettingsError("MAILER_BOUNCE_ADDRESS must be a bare address without '+' in its local part, "
+                            "like bounce@mail.example.nl (each mail adds +TOKEN)")
+    return address.lower()
+
+
+def _mailbox_url(value: str) -> str:
+    """imaps://user:password@host[:port]/FOLDER; plain imap:// only to this machine."""
+    from urllib.parse import urlsplit
+
+    url = urlsplit(value)
+    local = url.hostname in ("localhost", "127.0.0.1", "::1")
+    if url.scheme not in ("imaps", "imap") or not url.hostname or not url.username or url.password is None:
+        raise SettingsError("MAILER_BOUNCE_MAILBOX must be like imaps://user:password@imap.example.nl/INBOX")
+    if url.scheme == "imap" and not local:
+        raise SettingsError("MAILER_BOUNCE_MAILBOX: plain imap:// only to this machine; use imaps:// for "
+                            f"{url.hostname}")
     return value
 
 

@@ -69,16 +69,19 @@ Examples:
 @click.option("--until", callback=day_option, help="Signed up on or before this day.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def stats_command(magnet, since, until, as_json) -> None:
+    from mailer.operator.bounces import rates
     from mailer.operator.campaigns import all_figures
     from mailer.operator.figures import funnel_figures
 
     built = services(check=False)
     figures = funnel_figures(built.db, built.content, magnet=magnet, since=since, until=until)
     campaigns = all_figures(built.db, zone=built.settings.drip_window.zone)
+    deliverability = rates(built.db)
     if as_json:
         click.echo(json.dumps({"since": since and since.isoformat(), "until": until and until.isoformat(),
                                "magnets": [f.as_dict() for f in figures],
-                               "campaigns": [c.as_dict() for c in campaigns]}, indent=2))
+                               "campaigns": [c.as_dict() for c in campaigns],
+                               "bounces": [r.as_dict() for r in deliverability]}, indent=2))
         return
     period = f"{since or 'the start'} to {until or 'today'}"
     if not figures:
@@ -101,6 +104,13 @@ def stats_command(magnet, since, until, as_json) -> None:
             clicked = sum(c.clicks.values())
             click.echo(f"  {c.slug:<24}{c.status:<11}{c.audience:>9}{c.sent:>7}{c.failed:>7}{clicked:>8}"
                        f"{c.unsubscribes:>7}")
+    if deliverability[0].sent:
+        click.echo("bounces and complaints of the mail sent (all, whatever the period):")
+        click.echo(f"  {'stream':<44}{'sent':>7}{'hard':>6}{'%':>7}{'soft':>6}{'compl.':>8}{'%':>7}")
+        for r in deliverability:
+            hard, complaints = r.rate(r.hard) or 0, r.rate(r.complaints) or 0
+            click.echo(f"  {r.stream[:43]:<44}{r.sent:>7}{r.hard:>6}{hard:>7.2%}{r.soft:>6}{r.complaints:>8}"
+                       f"{complaints:>7.2%}")
 
 
 @click.group("lead", help="One person's data: show, export (access and portability), erase, unsubscribe.")

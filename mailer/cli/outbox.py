@@ -20,19 +20,25 @@ STATUSES = [status.value for status in OutboxStatus]
 def outbox(ctx: click.Context, as_json: bool) -> None:
     if ctx.invoked_subcommand is not None:
         return
+    from mailer.operator.bounces import warnings
     from mailer.operator.outbox import overview
 
-    view = overview(services(check=False).db)
+    built = services(check=False)
+    view = overview(built.db)
+    warned = warnings(built.db, now=built.clock.now())
     pause = view.marketing_paused
     if as_json:
         paused = {"since": pause.since.isoformat(), "reason": pause.reason} if pause else None
-        click.echo(json.dumps({"counts": {s.value: n for s, n in view.counts.items() if n}, "marketing_paused": paused}))
+        click.echo(json.dumps({"counts": {s.value: n for s, n in view.counts.items() if n}, "marketing_paused": paused,
+                               "warnings": warned}))
         return
     for status, count in view.counts.items():
         click.echo(f"{status.value:<10} {count:>8}")
     if pause:
         click.echo(f"\nmarketing mail is PAUSED since {pause.since:%Y-%m-%d %H:%M} UTC: {pause.reason}\n"
                    "fix the cause, then: mailer outbox resume")
+    for warning in warned:
+        click.echo(f"\nWARNING {warning}")
 
 
 @outbox.command("list", help="Rows in a status, newest first, with the last reply.\n\n"

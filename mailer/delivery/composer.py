@@ -9,6 +9,7 @@ from mailer.delivery.dkim import DKIMSigner
 from mailer.delivery.kinds import KINDS, MailRef
 from mailer.delivery.rendering import MailRenderer, Prepared, Recipient, RenderedMail, build_message, envelope_sender
 from mailer.delivery.transports import Envelope
+from mailer.delivery.verp import BounceAddresses
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class Composer:
     # unless MAILER_DKIM_DOMAIN names one domain for all.
     dkim_fixed_domain: bool = False
     reply_to: str | None = None  # Reply-To of every mail (MAILER_REPLY_TO); None: no such header
+    # MAILER_BOUNCE_ADDRESS: an outbox row's mail goes out from bounce+TOKEN@DOMAIN (verp.py).
+    bounces: BounceAddresses | None = None
 
     def knows(self, ref: MailRef) -> bool:
         """Whether this process can compose the mail: its kind is known and the content has it."""
@@ -46,9 +49,10 @@ class Composer:
         return envelope_sender(self.sender(marketing)).rpartition("@")[2]
 
     def compose(self, ref: MailRef, recipient: Recipient, message_id: str, subject_prefix: str = "",
-                frozen: FrozenMail | None = None) -> tuple[Envelope, RenderedMail]:
+                frozen: FrozenMail | None = None, row_id: int | None = None) -> tuple[Envelope, RenderedMail]:
         """The message for the wire, and the mail it was built from (for the log): from the
-        content as it is now, or from a campaign's frozen mail."""
+        content as it is now, or from a campaign's frozen mail. An outbox row's mail (row_id)
+        has the row's own envelope sender when MAILER_BOUNCE_ADDRESS is set."""
         mail = self.renderer.render(ref, recipient, frozen and frozen.prepared)
         if subject_prefix:
             mail = RenderedMail(subject_prefix + mail.subject, mail.text, mail.html, mail.headers)
@@ -65,4 +69,5 @@ class Composer:
         if self.dkim is not None:
             domain = envelope_sender(sender).rpartition("@")[2] if own_from else self.domain(marketing)
             data = self.dkim.sign(data, None if self.dkim_fixed_domain else domain)
-        return Envelope(envelope_sender(sender), (recipient.email,), data, message_id), mail
+        bounce_to = self.bounces.for_row(row_id) if self.bounces and row_id is not None else envelope_sender(sender)
+        return Envelope(bounce_to, (recipient.email,), data, message_id), mail

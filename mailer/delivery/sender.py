@@ -250,7 +250,8 @@ class Sender:
                 return
         try:
             frozen = self._frozen[item.frozen] if item.frozen is not None else None
-            envelope, mail = self.composer.compose(item.ref, item.recipient, item.message_id, frozen=frozen)
+            envelope, mail = self.composer.compose(item.ref, item.recipient, item.message_id, frozen=frozen,
+                                                   row_id=item.id)
             self.transport.send_messages([envelope])
         except DeliveryError as exc:
             self._record_failure(item, exc, report)

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy import delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from mailer.errors import MailerError
@@ -21,6 +21,7 @@ from mailer.store import queries
 from mailer.store.database import Database
 from mailer.store.queries import upsert
 from mailer.store.tables import (
+    BounceReport,
     Click,
     ConsentEvent,
     ConsentNotice,
@@ -115,6 +116,9 @@ def lead_record(session: Session, lead: Lead) -> dict:
         "enrollments": [{"sequence": e.sequence, "status": e.status, "since": _iso(e.anchor_at),
                          "next_due_at": _iso(e.next_due_at)} for e in session.scalars(
             select(Enrollment).where(Enrollment.lead_id == lead.id))],
+        "bounces": [{"kind": b.kind, "at": _iso(b.received_at), "status": b.status, "diagnostic": b.diagnostic,
+                     "source": b.source} for b in session.scalars(
+            select(BounceReport).where(BounceReport.lead_id == lead.id).order_by(BounceReport.id))],
     }
 
 
@@ -163,6 +167,9 @@ def _remove(session: Session, lead_ids: list[int]) -> None:
     _tally(session, lead_ids)
     outbox_ids = select(Outbox.id).where(Outbox.lead_id.in_(lead_ids)).scalar_subquery()
     session.execute(delete(DeliveryAttempt).where(DeliveryAttempt.outbox_id.in_(outbox_ids)))
+    # the reports that came back about them (bounces, complaints) hold their address too
+    session.execute(delete(BounceReport).where(or_(BounceReport.lead_id.in_(lead_ids),
+                                                   BounceReport.outbox_id.in_(outbox_ids))))
     for model in (Outbox, Click, Download, Enrollment):
         session.execute(delete(model).where(model.lead_id.in_(lead_ids)))
     # Consent evidence is append-only in the database: its trigger lets these leads' events

@@ -181,6 +181,9 @@ class Outbox(Base):
         # The claim query: due rows by status and time, transactional first.
         Index("ix_outbox_due", "status", "next_attempt_at"),
         Index("ix_outbox_lead_kind", "lead_id", "kind", "created_at"),
+        # A bounce report without a VERP token (MAILER_BOUNCE_ADDRESS unset) is matched by the
+        # Message-ID of the mail it quotes.
+        Index("ix_outbox_message_id", "message_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -192,8 +195,7 @@ class Outbox(Base):
     # sequence + step); NULL for mail a request queues in its own transaction, which cannot
     # be repeated without repeating the request. UNIQUE, so a repeated cause inserts nothing.
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
-    # Random by construction (make_msgid); kept across retries. Not indexed: nothing looks
-    # a row up by it, and an index on a random key costs a page write on every signup.
+    # Random by construction (make_msgid); kept across retries. Indexed for bounce matching.
     message_id: Mapped[str] = mapped_column(String(250))
     priority: Mapped[int] = mapped_column(SmallInteger, default=TRANSACTIONAL_PRIORITY)
     status: Mapped[str] = mapped_column(String(20), default=OutboxStatus.QUEUED.value)
@@ -440,3 +442,45 @@ class TestSend(Base):
     slug: Mapped[str] = mapped_column(String(100))
     content_hash: Mapped[str] = mapped_column(String(64))
     at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class BounceKind(enum.StrEnum):
+    """What a report did. hard: the mailbox does not exist (5.x.x, a provider's permanent
+    bounce): the lead is undeliverable. soft: a temporary refusal (4.x.x, mailbox full),
+    counted; MAILER_SOFT_BOUNCE_LIMIT of them within MAILER_SOFT_BOUNCE_DAYS make the lead
+    undeliverable. complaint: marked as spam: all marketing mail ends. delayed: a notice that
+    delivery is still being tried; changes nothing. unmatched: a report we cannot tie to one of
+    our mails by something a stranger cannot forge; changes nothing. ignored: not a report at
+    all (an auto-reply), or about no failure."""
+
+    HARD = "hard"
+    SOFT = "soft"
+    COMPLAINT = "complaint"
+    DELAYED = "delayed"
+    UNMATCHED = "unmatched"
+    IGNORED = "ignored"
+
+
+class BounceReport(Base):
+    """One report that came back (a bounce, a complaint, or what only looked like one), stored
+    once: `dedupe_key` is its own Message-ID, or the sha256 of its bytes when it has none."""
+
+    __tablename__ = "bounce_reports"
+    __table_args__ = (Index("ix_bounce_reports_lead", "lead_id"), Index("ix_bounce_reports_kind_at", "kind", "received_at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dedupe_key: Mapped[str] = mapped_column(String(300), unique=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    source: Mapped[str] = mapped_column(String(30))  # "ingest", "imap", "webhook:ses", ...
+    kind: Mapped[str] = mapped_column(String(20))  # BounceKind
+    format: Mapped[str] = mapped_column(String(20))  # parse.Parsed.kind: dsn, arf, nonstandard, autoreply, unknown
+    recipient: Mapped[str | None] = mapped_column(String(320))  # the address the report is about
+    action: Mapped[str | None] = mapped_column(String(20))
+    status: Mapped[str | None] = mapped_column(String(20))  # "5.1.1"
+    diagnostic: Mapped[str | None] = mapped_column(Text)
+    matched_by: Mapped[str | None] = mapped_column(String(20))  # "verp", "message-id", or None
+    outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id"))
+    lead_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"))
+    note: Mapped[str] = mapped_column(Text, default="")  # why it changed nothing, or what it changed
+    raw: Mapped[str] = mapped_column(Text)  # the report, cut to RAW_KEPT bytes
+    raw_size: Mapped[int] = mapped_column(Integer)
