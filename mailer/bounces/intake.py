@@ -126,6 +126,8 @@ class Intake:
                     row = session.scalar(select(Outbox).where(Outbox.message_id == event.message_id.strip())
                                          .order_by(Outbox.id.desc()).limit(1))
                     matched_by = "message-id" if row is not None else None
+                if row is not None and event.recipient and row.recipient.lower() != event.recipient.lower():
+                    row, matched_by, why = None, None, "its mail went to someone else"
                 kind = event.kind if row is not None else BounceKind.UNMATCHED
                 outcome = _Outcome(kind, failure, row, matched_by,
                                    "" if row is not None else f"{event.kind.value}, but {why}; nothing changed")

@@ -10,7 +10,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from mailer.services import Services
 from mailer.settings import Settings
-from mailer.web import common, health, links, public
+from mailer.web import common, health, hooks, links, public
 from mailer.web.extensions import csrf, limiter
 
 
@@ -46,6 +46,7 @@ def _register(app: Flask) -> None:
     app.register_blueprint(public.bp)
     app.register_blueprint(links.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(hooks.bp)  # /hooks/<provider>: CSRF-exempt, signed by the provider
     app.register_error_handler(CSRFError, public.csrf_error)
     app.register_error_handler(HTTPException, common.http_error)
     app.register_error_handler(OperationalError, common.database_unavailable)
