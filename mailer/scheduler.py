@@ -27,9 +27,9 @@ class PeriodicJob:
 
 
 def periodic_jobs(services, senders: list[Sender]) -> list[PeriodicJob]:
-    """The drip job, the purge, the newsletter campaigns' job (one for all campaigns), and one
-    dispatch job per sender (MAILER_SEND_CONCURRENCY), each with
-    its own connection."""
+    """The bounce mailbox's reader (with MAILER_BOUNCE_MAILBOX), the drip job, the purge, the
+    newsletter campaigns' job (one for all campaigns), and one dispatch job per sender
+    (MAILER_SEND_CONCURRENCY), each with its own connection."""
 
     def enqueue_drip() -> str:
         report = services.drip.run(services.db, services.clock.now())
@@ -58,8 +58,25 @@ def periodic_jobs(services, senders: list[Sender]) -> list[PeriodicJob]:
 
         return dispatch_outbox
 
+    def read_bounce_mailbox() -> str:
+        from mailer.bounces.mailbox import read_mailbox
+        from mailer.errors import MailerError
+
+        try:
+            report = read_mailbox(services.intake, services.settings.bounce_mailbox)
+        except MailerError as exc:
+            # An unreachable mailbox or a refused login is the operator's to fix; it must not
+            # stop the other jobs (`mailer tick` runs them after this one). The next pass retries.
+            log.warning("read-bounce-mailbox: %s", exc)
+            return f"not read: {exc}"
+        return report.line()
+
     suffix = len(senders) > 1
+    # first: a hard bounce read now makes its lead undeliverable before campaigns and the drip queue for it
+    mailbox = ([PeriodicJob("read-bounce-mailbox", services.settings.bounce_mailbox_interval, read_bounce_mailbox)]
+               if services.settings.bounce_mailbox else [])
     return [
+        *mailbox,
         # before the drip (a lead's step then waits for the gap after the newsletter) and before
         # the dispatch (`mailer tick` starts a due campaign and sends its first batch)
         PeriodicJob("start-campaigns", services.settings.drip_interval, start_campaigns),
