@@ -19,7 +19,8 @@ def bounces() -> None:
 
 @bounces.command("ingest", help="Handle one report read from standard input, as an MTA pipe or alias delivers "
                                 "it. Exit status 0 when it was handled or ignored, 75 (EX_TEMPFAIL) when the "
-                                "database cannot be reached, so the MTA keeps it and tries again.\n\n"
+                                "database cannot be reached or a setting is wrong, so the MTA keeps it and "
+                                "tries again. The command needs the same MAILER_* settings as the worker.\n\n"
                                 "Example (Postfix master.cf): flags=Rq user=mailer argv=/srv/mailer/.venv/bin/mailer "
                                 "bounces ingest --to ${recipient}")
 @click.option("--to", "envelope_to", help="The address the report was delivered to (the envelope recipient: "
@@ -29,7 +30,12 @@ def bounces_ingest(envelope_to: str | None) -> None:
 
     raw = sys.stdin.buffer.read()
     try:
-        handled = services(check=False).intake.handle(raw, source="ingest", envelope_to=envelope_to)
+        built = services(check=False)
+    except click.ClickException as exc:  # a setting is wrong: the MTA keeps the report until it is fixed
+        click.echo(f"not taken in, try again later: {exc.message}", err=True)
+        sys.exit(EX_TEMPFAIL)
+    try:
+        handled = built.intake.handle(raw, source="ingest", envelope_to=envelope_to)
     except (OperationalError, InterfaceError) as exc:
         click.echo(f"database unreachable, try again later: {type(exc.orig).__name__}", err=True)
         sys.exit(EX_TEMPFAIL)

@@ -334,6 +334,11 @@ def test_ingest_says_try_again_later_when_the_database_is_unreachable(cli, tmp_p
     assert result.exit_code == 75
 
 
+def test_ingest_says_try_again_later_when_a_setting_is_wrong(cli):
+    result = cli("bounces", "ingest", input=b"Subject: x\r\n\r\ny", MAILER_BOUNCE_ADDRESS="no address")
+    assert result.exit_code == 75 and "MAILER_BOUNCE_ADDRESS" in result.output
+
+
 def test_the_lead_record_has_its_bounces_and_erasure_removes_them(built, sent, smtp_server, cli):
     to = _envelope_from(smtp_server, "anne@gemeente.nl")
     built.intake.handle(dsn(to, "anne@gemeente.nl", status="4.2.2"), source="ingest")
