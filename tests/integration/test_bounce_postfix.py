@@ -142,8 +142,11 @@ def _mailer_command(user: str) -> tuple[str | None, str]:
         candidates.append(SYSTEM_PYTHON.format(python=system, site=sysconfig.get_paths()["purelib"]))
     tried = []
     for command in candidates:
+        # as pipe(8) runs it: the user's own group, no others (root's group would not pass
+        # through a folder open to "others" only)
         probe = subprocess.run(["/bin/sh", "-c", f"cd / && {command} bounces --help"], user=user,
-                               capture_output=True, text=True, timeout=30, check=False)
+                               group=pwd.getpwnam(user).pw_gid, extra_groups=[], capture_output=True, text=True,
+                               timeout=30, check=False)
         if probe.returncode == 0:
             return command, ""
         tried.append(f"{command}: {(probe.stdout + probe.stderr).strip()[-300:]}")
@@ -260,7 +263,30 @@ def shared_database_url(request, work) -> str:
 
 
 @pytest.fixture
-def postfix(work, shared_database_url):
+def code_reachable():
+    """Let the pipe's user reach this checkout and its venv. The test runs as root, and a
+    checkout in a folder only root may enter (a CI clone in `mktemp -d`, mode 0700) is out of
+    nobody's reach: the folders above the code and the venv's packages that lack it get the
+    right to be passed through (o+x, not to be listed), and their modes back afterwards."""
+    import mailer
+
+    changed: list[tuple[Path, int]] = []
+    targets = (Path(mailer.__file__).resolve().parent, Path(sysconfig.get_paths()["purelib"]).resolve())
+    try:
+        for target in targets:
+            for folder in (*reversed(target.parents), target):
+                mode = folder.stat().st_mode
+                if not mode & 0o001:
+                    changed.append((folder, mode))
+                    folder.chmod(mode | 0o001)
+        yield
+    finally:
+        for folder, mode in reversed(changed):
+            folder.chmod(mode & 0o7777)
+
+
+@pytest.fixture
+def postfix(work, shared_database_url, code_reachable):
     """Postfix started on a free port, its bounces piped to `mailer bounces ingest`; stopped after."""
     port = free_port()
     nobody = pwd.getpwnam(PIPE_USER)
