@@ -20,7 +20,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from mailer.bounces.parse import Failure, Parsed, parse
@@ -68,6 +68,14 @@ class _Outcome:
     row: Outbox | None
     matched_by: str | None
     note: str
+    lead: Lead | None = None  # the row's lead, locked against erasure (FOR KEY SHARE)
+
+
+def _row_and_lead(session, condition) -> tuple[Outbox | None, Lead | None]:
+    """The newest outbox row matching `condition` and its lead, locked, in one query."""
+    found = session.execute(select(Outbox, Lead).join(Lead, Lead.id == Outbox.lead_id).where(condition)
+                            .order_by(Outbox.id.desc()).limit(1).with_for_update(of=Lead, key_share=True)).first()
+    return (found[0], found[1]) if found is not None else (None, None)
 
 
 class Intake:
@@ -87,9 +95,9 @@ class Intake:
         key = (parsed.message_id or "")[:250] or "sha256:" + hashlib.sha256(raw).hexdigest()
         now = self.clock.now()
         try:
+            # No looking first: the unique dedupe_key refuses a report stored before, and the work
+            # this one did is rolled back with it (one round trip less for every new report).
             with self.db.transaction() as session:
-                if session.scalar(select(BounceReport.id).where(BounceReport.dedupe_key == key)) is not None:
-                    return Handled(BounceKind.IGNORED.value, None, duplicate=True, note="handled before")
                 try:
                     outcome = self._understand(session, parsed, envelope_to)
                     note = outcome.note + self._act(session, outcome, now)
@@ -99,9 +107,9 @@ class Intake:
                     log.exception("bounce report %s could not be handled", key)
                     outcome = _Outcome(BounceKind.UNMATCHED, None, None, None, "")
                     note = f"could not be handled: {type(exc).__name__}: {exc}"
-                report = self._store(session, key, raw, parsed, outcome, source, note, now)
-                return Handled(report.kind, report.id, note=note)
-        except IntegrityError:  # another process stored the same report a moment ago
+                report_id = self._store(session, key, raw, parsed, outcome, source, note, now)
+                return Handled(outcome.kind.value, report_id, note=note)
+        except IntegrityError:  # stored before (or by another process a moment ago)
             return Handled(BounceKind.IGNORED.value, None, duplicate=True, note="handled before")
 
     def handle_event(self, event: ProviderEvent) -> Handled:
@@ -116,24 +124,22 @@ class Intake:
         parsed = Parsed("provider", None, event.message_id, (failure,), None, (), "")
         try:
             with self.db.transaction() as session:
-                if session.scalar(select(BounceReport.id).where(BounceReport.dedupe_key == key)) is not None:
-                    return Handled(BounceKind.IGNORED.value, None, duplicate=True, note="handled before")
-                row, matched_by, why = None, None, "no mail of ours has its Message-ID"
+                (row, lead), matched_by, why = (None, None), None, "no mail of ours has its Message-ID"
                 if event.envelope_from and self.bounces is not None:
                     row_id = self.bounces.row_of(event.envelope_from)
-                    row, matched_by = (session.get(Outbox, row_id), "verp") if row_id is not None else (None, None)
+                    if row_id is not None:
+                        (row, lead), matched_by = _row_and_lead(session, Outbox.id == row_id), "verp"
                 if row is None and event.message_id:
-                    row = session.scalar(select(Outbox).where(Outbox.message_id == event.message_id.strip())
-                                         .order_by(Outbox.id.desc()).limit(1))
-                    matched_by = "message-id" if row is not None else None
+                    (row, lead), matched_by = _row_and_lead(session, Outbox.message_id == event.message_id.strip()), \
+                        "message-id"
                 if row is not None and event.recipient and row.recipient.lower() != event.recipient.lower():
-                    row, matched_by, why = None, None, "its mail went to someone else"
+                    row, lead, why = None, None, "its mail went to someone else"
                 kind = event.kind if row is not None else BounceKind.UNMATCHED
-                outcome = _Outcome(kind, failure, row, matched_by,
-                                   "" if row is not None else f"{event.kind.value}, but {why}; nothing changed")
+                outcome = _Outcome(kind, failure, row, matched_by if row is not None else None,
+                                   "" if row is not None else f"{event.kind.value}, but {why}; nothing changed", lead)
                 note = outcome.note + self._act(session, outcome, now)
-                report = self._store(session, key, event.raw, parsed, outcome, event.source, note, now)
-                return Handled(report.kind, report.id, note=note)
+                report_id = self._store(session, key, event.raw, parsed, outcome, event.source, note, now)
+                return Handled(outcome.kind.value, report_id, note=note)
         except IntegrityError:
             return Handled(BounceKind.IGNORED.value, None, duplicate=True, note="handled before")
 
@@ -144,34 +150,34 @@ class Intake:
             return _Outcome(BounceKind.IGNORED, None, None, None, "an auto-reply, not a report")
         if parsed.kind == "unknown" or (parsed.kind != "arf" and not parsed.failures):
             return _Outcome(BounceKind.IGNORED, None, None, None, "no delivery failure in it")
-        row, matched_by, why = self._match(session, parsed, envelope_to)
+        row, lead, matched_by, why = self._match(session, parsed, envelope_to)
         failure = _failure_for(parsed.failures, row.recipient if row is not None else None)
         kind = BounceKind.COMPLAINT if parsed.kind == "arf" else _kind(failure)
         if kind is BounceKind.IGNORED:
-            return _Outcome(kind, failure, row, matched_by, f"action {failure.action}: not a failure")
+            return _Outcome(kind, failure, row, matched_by, f"action {failure.action}: not a failure", lead)
         if row is None:
             return _Outcome(BounceKind.UNMATCHED, failure, None, None, f"{kind.value}, but {why}; nothing changed")
-        return _Outcome(kind, failure, row, matched_by, "")
+        return _Outcome(kind, failure, row, matched_by, "", lead)
 
-    def _match(self, session, parsed: Parsed, envelope_to: str | None) -> tuple[Outbox | None, str | None, str]:
-        """The outbox row the report is about, how it was found, or why none was."""
+    def _match(self, session, parsed: Parsed, envelope_to: str | None):
+        """(outbox row, its lead, how it was found, why none was) for the mail the report is about."""
         if self.bounces is not None:
             addresses = [a for a in (envelope_to, *parsed.addressed_to) if a]
             ours = [a for a in addresses if self.bounces.is_ours(a)]
             for address in ours:
                 row_id = self.bounces.row_of(address)
                 if row_id is not None:
-                    row = session.get(Outbox, row_id)
-                    return (row, "verp", "") if row is not None else (None, None, "its mail is gone (erased)")
-            return None, None, ("its bounce address has a missing or wrongly signed token" if ours
-                                else "it did not come to the bounce address")
+                    row, lead = _row_and_lead(session, Outbox.id == row_id)
+                    return (row, lead, "verp", "") if row is not None else \
+                        (None, None, None, "its mail is gone (erased)")
+            return None, None, None, ("its bounce address has a missing or wrongly signed token" if ours
+                                      else "it did not come to the bounce address")
         if parsed.original_message_id:
-            row = session.scalar(select(Outbox).where(Outbox.message_id == parsed.original_message_id.strip())
-                                 .order_by(Outbox.id.desc()).limit(1))
+            row, lead = _row_and_lead(session, Outbox.message_id == parsed.original_message_id.strip())
             if row is not None:
-                return row, "message-id", ""
-            return None, None, "no mail of ours has the Message-ID it quotes"
-        return None, None, "it quotes no Message-ID"
+                return row, lead, "message-id", ""
+            return None, None, None, "no mail of ours has the Message-ID it quotes"
+        return None, None, None, "it quotes no Message-ID"
 
     # --- what it does -------------------------------------------------------------------------
 
@@ -180,7 +186,7 @@ class Intake:
         if row is None or row.lead_id is None or outcome.kind not in (BounceKind.HARD, BounceKind.SOFT,
                                                                       BounceKind.COMPLAINT):
             return ""
-        lead = session.get(Lead, row.lead_id, with_for_update={"key_share": True})
+        lead = outcome.lead
         if lead is None:
             return "its lead is gone"
         reply = _reply(outcome.failure)
@@ -203,18 +209,19 @@ class Intake:
         return "all marketing mail to the lead ended" if changed else "the lead got no marketing mail already"
 
     def _store(self, session, key: str, raw: bytes, parsed: Parsed, outcome: _Outcome, source: str, note: str,
-               now: datetime) -> BounceReport:
+               now: datetime) -> int:
         failure, row = outcome.failure, outcome.row
-        report = BounceReport(
-            dedupe_key=key, received_at=now, source=source, kind=outcome.kind.value, format=parsed.kind,
-            recipient=(failure.recipient if failure else None) or (row.recipient if row else None),
-            action=failure.action if failure else None, status=failure.status if failure else None,
+
+        def cut(value: str | None, size: int) -> str | None:  # a stranger's report may say anything
+            return value[:size] if value else value
+
+        return session.execute(insert(BounceReport).returning(BounceReport.id).values(
+            dedupe_key=key, received_at=now, source=source[:30], kind=outcome.kind.value, format=parsed.kind,
+            recipient=cut((failure.recipient if failure else None) or (row.recipient if row else None), 320),
+            action=cut(failure.action if failure else None, 20), status=cut(failure.status if failure else None, 20),
             diagnostic=failure.diagnostic if failure else None, matched_by=outcome.matched_by,
             outbox_id=row.id if row else None, lead_id=row.lead_id if row else None, note=note,
-            raw=raw[:RAW_KEPT].decode("utf-8", "replace").replace("\x00", ""), raw_size=len(raw))
-        session.add(report)
-        session.flush()
-        return report
+            raw=raw[:RAW_KEPT].decode("utf-8", "replace").replace("\x00", ""), raw_size=len(raw))).scalar_one()
 
 
 def _failure_for(failures: tuple[Failure, ...], recipient: str | None) -> Failure | None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import logging
 import re
 from dataclasses import dataclass
 from email.header import decode_header, make_header
@@ -192,6 +193,9 @@ def _flufl_failures(msg: Message) -> tuple[list[str], list[str]]:
     try:
         from flufl.bounce import all_failures  # only bounces without a report need it
 
+        # A detector that chokes on a strange message (no From, say) is logged by flufl.bounce
+        # with its whole traceback: expected for what strangers send, so only its errors show.
+        logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
         temporary, permanent = all_failures(msg)
     except Exception:  # noqa: BLE001 - a detector that chokes on a strange message finds nothing
         return [], []

@@ -110,9 +110,24 @@ def release(db: Session | Connection, ids: list[int], worker: str) -> int:
     return result.rowcount
 
 
+# PostgreSQL does mark_undeliverable's three changes in one statement (data-modifying WITH): a
+# hard bounce costs one round trip instead of three. They see one snapshot and commit together.
+MARK_UNDELIVERABLE_POSTGRES = text(f"""
+WITH lead AS (UPDATE leads SET status = {_literal(LeadStatus.UNDELIVERABLE)}, updated_at = :now WHERE id = :lead),
+     stopped AS (UPDATE enrollments SET status = {_literal(EnrollmentStatus.STOPPED)}, next_due_at = NULL,
+                 updated_at = :now WHERE lead_id = :lead)
+UPDATE outbox SET status = {_literal(OutboxStatus.CANCELLED)}, last_error = :reply
+WHERE lead_id = :lead AND status IN ({_literal(OutboxStatus.QUEUED)}, {_literal(OutboxStatus.DEFERRED)})
+""").bindparams(bindparam("now", type_=UTCDateTime()))
+
+
 def mark_undeliverable(db: Session | Connection, *, lead_id: int, reply: str, now: datetime) -> None:
     """The mailbox does not exist: the lead gets nothing more, its waiting mail is cancelled.
     Enrollments stop first, so no drip step is queued after the cancelling."""
+    if _connection(db).dialect.name == "postgresql":
+        db.execute(MARK_UNDELIVERABLE_POSTGRES, {"lead": lead_id, "now": now,
+                                                 "reply": f"address undeliverable: {reply}"[:2000]})
+        return
     db.execute(update(Lead).where(Lead.id == lead_id)
                     .values(status=LeadStatus.UNDELIVERABLE.value, updated_at=now))
     _stop_lead_enrollments(db, lead_id, now)
