@@ -12,7 +12,7 @@ What it measures
 
       40 %  4,000  DSN (RFC 3464, as Postfix writes one), 5.1.1 failed        -> hard
       20 %  2,000  DSN, 4.2.2 failed (mailbox full)                           -> soft
-      10 %  1,000  DSN, 4.4.1 delayed                                         -> delayed
+      10 %  1,000  DSN, 4.4.1 delayed                                         -> ignored (a delay notice)
        5 %    500  ARF complaint (RFC 5965, Feedback-Type: abuse)             -> complaint
       10 %  1,000  auto-replies: the corpus's out-of-office, X-Autoreply vacation and
                    challenge-response mails, in turn                         -> ignored
@@ -110,7 +110,7 @@ AUTOREPLIES = ("autoreply-ooo.eml", "autoreply-vacation-xautoreply.eml", "challe
 NONSTANDARD = ("exchange-ndr-plain.eml", "exim-hard.eml", "qmail-hard.eml", "plain-undeliverable.eml")
 VENDOR = {"gmail-hard.eml": "hard", "exchange-ndr.eml": "hard", "dsn-marked-auto-replied.eml": "hard",
           "malformed-mime.eml": "hard", "wrong-charset.eml": "hard", "yahoo-soft-mailbox-full.eml": "soft"}
-EXPECTED_KIND = {"hard": "hard", "soft": "soft", "delayed": "delayed", "complaint": "complaint",
+EXPECTED_KIND = {"hard": "hard", "soft": "soft", "delayed": "ignored", "complaint": "complaint",
                  "autoreply": "ignored", "nonstandard": "hard", "garbage": "ignored"}
 
 _CORPUS_ADDRESS = re.compile(rb"bounce\+[0-9A-Za-z]+\.[0-9A-Za-z]+@mail\.example\.nl")

@@ -20,7 +20,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from mailer.bounces.parse import Failure, Parsed, parse
@@ -28,7 +28,7 @@ from mailer.delivery.verp import BounceAddresses
 from mailer.funnel.actions import Evidence
 from mailer.store import queries
 from mailer.store.database import Database
-from mailer.store.tables import BounceKind, BounceReport, Lead, LeadStatus, Outbox
+from mailer.store.tables import BounceKind, BounceReport, Lead, LeadStatus, Outbox, UTCDateTime
 
 log = logging.getLogger("mailer.bounces")
 
@@ -62,20 +62,43 @@ class ProviderEvent:
 
 
 @dataclass(frozen=True)
+class _Mail:
+    """The outbox row a report is about, and what the intake needs of its lead."""
+
+    id: int
+    recipient: str
+    lead_id: int
+    lead_status: str
+
+
+@dataclass(frozen=True)
 class _Outcome:
     kind: BounceKind
     failure: Failure | None
-    row: Outbox | None
+    row: _Mail | None
     matched_by: str | None
     note: str
-    lead: Lead | None = None  # the row's lead, locked against erasure (FOR KEY SHARE)
 
 
-def _row_and_lead(session, condition) -> tuple[Outbox | None, Lead | None]:
-    """The newest outbox row matching `condition` and its lead, locked, in one query."""
-    found = session.execute(select(Outbox, Lead).join(Lead, Lead.id == Outbox.lead_id).where(condition)
-                            .order_by(Outbox.id.desc()).limit(1).with_for_update(of=Lead, key_share=True)).first()
-    return (found[0], found[1]) if found is not None else (None, None)
+def _mail_query(condition):
+    return (select(Outbox.id, Outbox.recipient, Outbox.lead_id, Lead.status).join(Lead, Lead.id == Outbox.lead_id)
+            .where(condition).order_by(Outbox.id.desc()).limit(1).with_for_update(of=Lead, key_share=True))
+
+
+# Built once: these run for every report, and building a statement costs more than running it.
+MAIL_BY_ID = _mail_query(Outbox.id == bindparam("key"))
+MAIL_BY_MESSAGE_ID = _mail_query(Outbox.message_id == bindparam("key"))
+SOFT_SINCE = select(func.count()).select_from(BounceReport).where(
+    BounceReport.lead_id == bindparam("lead"), BounceReport.kind == BounceKind.SOFT.value,
+    BounceReport.received_at > bindparam("since", type_=UTCDateTime()))
+INSERT_REPORT = insert(BounceReport).returning(BounceReport.id)
+
+
+def _mail(session, query, key) -> _Mail | None:
+    """The newest outbox row `query` finds by `key`, with its lead locked against erasure
+    (FOR KEY SHARE), in one query of plain columns (no ORM objects: this runs per report)."""
+    found = session.execute(query, {"key": key}).first()
+    return _Mail(*found) if found is not None else None
 
 
 class Intake:
@@ -124,19 +147,20 @@ class Intake:
         parsed = Parsed("provider", None, event.message_id, (failure,), None, (), "")
         try:
             with self.db.transaction() as session:
-                (row, lead), matched_by, why = (None, None), None, "no mail of ours has its Message-ID"
+                row, matched_by, why = None, None, "no mail of ours has its Message-ID"
                 if event.envelope_from and self.bounces is not None:
                     row_id = self.bounces.row_of(event.envelope_from)
                     if row_id is not None:
-                        (row, lead), matched_by = _row_and_lead(session, Outbox.id == row_id), "verp"
+                        row, matched_by = _mail(session, MAIL_BY_ID, row_id), "verp"
                 if row is None and event.message_id:
-                    (row, lead), matched_by = _row_and_lead(session, Outbox.message_id == event.message_id.strip()), \
-                        "message-id"
+                    row, matched_by = _mail(session, MAIL_BY_MESSAGE_ID, event.message_id.strip()), "message-id"
                 if row is not None and event.recipient and row.recipient.lower() != event.recipient.lower():
-                    row, lead, why = None, None, "its mail went to someone else"
+                    row, why = None, "its mail went to someone else"
                 kind = event.kind if row is not None else BounceKind.UNMATCHED
-                outcome = _Outcome(kind, failure, row, matched_by if row is not None else None,
-                                   "" if row is not None else f"{event.kind.value}, but {why}; nothing changed", lead)
+                note = "" if row is not None else f"{event.kind.value}, but {why}; nothing changed"
+                if kind is BounceKind.DELAYED:  # stored as ignored (with action delayed): it changes nothing
+                    kind, note = BounceKind.IGNORED, "a delay notice: the receiving server is still trying"
+                outcome = _Outcome(kind, failure, row, matched_by if row is not None else None, note)
                 note = outcome.note + self._act(session, outcome, now)
                 report_id = self._store(session, key, event.raw, parsed, outcome, event.source, note, now)
                 return Handled(outcome.kind.value, report_id, note=note)
@@ -150,34 +174,36 @@ class Intake:
             return _Outcome(BounceKind.IGNORED, None, None, None, "an auto-reply, not a report")
         if parsed.kind == "unknown" or (parsed.kind != "arf" and not parsed.failures):
             return _Outcome(BounceKind.IGNORED, None, None, None, "no delivery failure in it")
-        row, lead, matched_by, why = self._match(session, parsed, envelope_to)
+        row, matched_by, why = self._match(session, parsed, envelope_to)
         failure = _failure_for(parsed.failures, row.recipient if row is not None else None)
         kind = BounceKind.COMPLAINT if parsed.kind == "arf" else _kind(failure)
         if kind is BounceKind.IGNORED:
-            return _Outcome(kind, failure, row, matched_by, f"action {failure.action}: not a failure", lead)
+            return _Outcome(kind, failure, row, matched_by, f"action {failure.action}: not a failure")
+        if kind is BounceKind.DELAYED:  # stored as ignored (with action delayed): it changes nothing
+            return _Outcome(BounceKind.IGNORED, failure, row, matched_by,
+                            "a delay notice: the receiving server is still trying")
         if row is None:
             return _Outcome(BounceKind.UNMATCHED, failure, None, None, f"{kind.value}, but {why}; nothing changed")
-        return _Outcome(kind, failure, row, matched_by, "", lead)
+        return _Outcome(kind, failure, row, matched_by, "")
 
-    def _match(self, session, parsed: Parsed, envelope_to: str | None):
-        """(outbox row, its lead, how it was found, why none was) for the mail the report is about."""
+    def _match(self, session, parsed: Parsed, envelope_to: str | None) -> tuple[_Mail | None, str | None, str]:
+        """The mail the report is about, how it was found, or why none was."""
         if self.bounces is not None:
             addresses = [a for a in (envelope_to, *parsed.addressed_to) if a]
             ours = [a for a in addresses if self.bounces.is_ours(a)]
             for address in ours:
                 row_id = self.bounces.row_of(address)
                 if row_id is not None:
-                    row, lead = _row_and_lead(session, Outbox.id == row_id)
-                    return (row, lead, "verp", "") if row is not None else \
-                        (None, None, None, "its mail is gone (erased)")
-            return None, None, None, ("its bounce address has a missing or wrongly signed token" if ours
-                                      else "it did not come to the bounce address")
+                    row = _mail(session, MAIL_BY_ID, row_id)
+                    return (row, "verp", "") if row is not None else (None, None, "its mail is gone (erased)")
+            return None, None, ("its bounce address has a missing or wrongly signed token" if ours
+                                else "it did not come to the bounce address")
         if parsed.original_message_id:
-            row, lead = _row_and_lead(session, Outbox.message_id == parsed.original_message_id.strip())
+            row = _mail(session, MAIL_BY_MESSAGE_ID, parsed.original_message_id.strip())
             if row is not None:
-                return row, lead, "message-id", ""
-            return None, None, None, "no mail of ours has the Message-ID it quotes"
-        return None, None, None, "it quotes no Message-ID"
+                return row, "message-id", ""
+            return None, None, "no mail of ours has the Message-ID it quotes"
+        return None, None, "it quotes no Message-ID"
 
     # --- what it does -------------------------------------------------------------------------
 
@@ -186,25 +212,21 @@ class Intake:
         if row is None or row.lead_id is None or outcome.kind not in (BounceKind.HARD, BounceKind.SOFT,
                                                                       BounceKind.COMPLAINT):
             return ""
-        lead = outcome.lead
-        if lead is None:
-            return "its lead is gone"
         reply = _reply(outcome.failure)
         if outcome.kind is BounceKind.HARD:
-            if lead.status == LeadStatus.UNDELIVERABLE:
+            if row.lead_status == LeadStatus.UNDELIVERABLE:
                 return "the lead was undeliverable already"
-            queries.mark_undeliverable(session, lead_id=lead.id, reply=reply, now=now)
+            queries.mark_undeliverable(session, lead_id=row.lead_id, reply=reply, now=now)
             return "the lead is now undeliverable; its waiting mail is cancelled"
         if outcome.kind is BounceKind.SOFT:
-            earlier = session.scalar(select(func.count()).select_from(BounceReport).where(
-                BounceReport.lead_id == lead.id, BounceReport.kind == BounceKind.SOFT.value,
-                BounceReport.received_at > now - self.soft_window))
-            if earlier + 1 >= self.soft_limit and lead.status != LeadStatus.UNDELIVERABLE:
-                queries.mark_undeliverable(session, lead_id=lead.id, reply=f"{earlier + 1} soft bounces: {reply}",
+            earlier = session.scalar(SOFT_SINCE, {"lead": row.lead_id, "since": now - self.soft_window})
+            if earlier + 1 >= self.soft_limit and row.lead_status != LeadStatus.UNDELIVERABLE:
+                queries.mark_undeliverable(session, lead_id=row.lead_id, reply=f"{earlier + 1} soft bounces: {reply}",
                                            now=now)
                 return (f"soft bounce {earlier + 1} within {self.soft_window.days} days: the lead is now "
                         "undeliverable")
             return f"soft bounce {earlier + 1} of {self.soft_limit} within {self.soft_window.days} days"
+        lead = session.get(Lead, row.lead_id)  # locked above; the funnel changes it as an unsubscribe would
         changed = self.funnel.unsubscribe_lead(session, lead, lead.magnet, Evidence(None, None, COMPLAINT_FORM), now)
         return "all marketing mail to the lead ended" if changed else "the lead got no marketing mail already"
 
@@ -215,7 +237,7 @@ class Intake:
         def cut(value: str | None, size: int) -> str | None:  # a stranger's report may say anything
             return value[:size] if value else value
 
-        return session.execute(insert(BounceReport).returning(BounceReport.id).values(
+        return session.execute(INSERT_REPORT, dict(
             dedupe_key=key, received_at=now, source=source[:30], kind=outcome.kind.value, format=parsed.kind,
             recipient=cut((failure.recipient if failure else None) or (row.recipient if row else None), 320),
             action=cut(failure.action if failure else None, 20), status=cut(failure.status if failure else None, 20),

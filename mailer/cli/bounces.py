@@ -45,7 +45,7 @@ def bounces_ingest(envelope_to: str | None) -> None:
         click.echo(f"report {handled.report_id}: {handled.kind}" + (f"; {handled.note}" if handled.note else ""))
 
 
-@bounces.command("list", help="The newest reports: kind (hard, soft, complaint, delayed, unmatched, ignored), "
+@bounces.command("list", help="The newest reports: kind (hard, soft, complaint, unmatched, ignored), "
                               "the lead's address, the status and when.\n\nExample: mailer bounces list --kind hard")
 @click.option("--kind", help="Only this kind.")
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000))

@@ -13,7 +13,7 @@ from mailer.errors import InvalidRequest
 from mailer.store.database import Database
 from mailer.store.tables import BounceKind, BounceReport, CampaignMail, Lead, MailKind, Outbox, OutboxStatus
 
-KINDS = tuple(kind.value for kind in BounceKind)
+KINDS = tuple(kind.value for kind in BounceKind if kind is not BounceKind.DELAYED)  # what is stored
 
 
 def _summary(report: BounceReport, email: str | None) -> dict:

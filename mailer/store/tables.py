@@ -448,10 +448,11 @@ class BounceKind(enum.StrEnum):
     """What a report did. hard: the mailbox does not exist (5.x.x, a provider's permanent
     bounce): the lead is undeliverable. soft: a temporary refusal (4.x.x, mailbox full),
     counted; MAILER_SOFT_BOUNCE_LIMIT of them within MAILER_SOFT_BOUNCE_DAYS make the lead
-    undeliverable. complaint: marked as spam: all marketing mail ends. delayed: a notice that
-    delivery is still being tried; changes nothing. unmatched: a report we cannot tie to one of
-    our mails by something a stranger cannot forge; changes nothing. ignored: not a report at
-    all (an auto-reply), or about no failure."""
+    undeliverable. complaint: marked as spam: all marketing mail ends. unmatched: a report we
+    cannot tie to one of our mails by something a stranger cannot forge; changes nothing.
+    ignored: not a report at all (an auto-reply), about no failure, or a delay notice (action
+    delayed: delivery is still being tried); changes nothing. DELAYED is how a report or a
+    provider's event is read, never what is stored: a delay notice is stored as ignored."""
 
     HARD = "hard"
     SOFT = "soft"

@@ -311,7 +311,7 @@ def test_an_ses_delivery_delay_changes_nothing(built, sent, smtp_server, client,
     source, message_id = _anne(smtp_server, sent)
     code, answer = _post(client, "ses", sns(signing[0], "Notification",
                                             ses_delay(source, message_id, "anne@gemeente.nl"), version="2"))
-    assert code == 200 and answer["events"][0]["kind"] == "delayed"
+    assert code == 200 and answer["events"][0]["kind"] == "ignored"
     assert _lead(built, "anne@gemeente.nl").status == LeadStatus.CONFIRMED
     assert _status(built, sent[("anne@gemeente.nl", MailKind.DRIP)][0]) == OutboxStatus.QUEUED
 

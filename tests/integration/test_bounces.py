@@ -235,7 +235,8 @@ def test_soft_bounces_count_and_the_limit_within_the_days_makes_the_lead_undeliv
 def test_a_delay_notice_changes_nothing(built, sent, smtp_server):
     to = _envelope_from(smtp_server, "anne@gemeente.nl")
     handled = built.intake.handle(dsn(to, "anne@gemeente.nl", status="4.4.1", action="delayed"), source="ingest")
-    assert handled.kind == "delayed"
+    assert handled.kind == "ignored" and "delay notice" in handled.note
+    assert _reports(built)[0].action == "delayed"
     assert _lead(built, "anne@gemeente.nl").status == LeadStatus.CONFIRMED
 
 
