@@ -20,8 +20,8 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, func, insert, select
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy import bindparam, func, select
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from mailer.bounces.parse import Failure, Parsed, parse
 from mailer.delivery.verp import BounceAddresses
@@ -34,6 +34,9 @@ log = logging.getLogger("mailer.bounces")
 
 RAW_KEPT = 64 * 1024  # bytes of a report kept with it: the headers and the explanation, not an attachment
 COMPLAINT_FORM = "complaint"  # consent_events.form of the unsubscribe a complaint makes
+# ARF Feedback-Types that are a person's "this is spam" (RFC 5965); not-spam, auth-failure
+# (RFC 6591, a DMARC report), virus and other are stored and change nothing.
+COMPLAINT_TYPES = ("abuse", "fraud")
 
 
 @dataclass(frozen=True)
@@ -88,10 +91,14 @@ def _mail_query(condition):
 # Built once: these run for every report, and building a statement costs more than running it.
 MAIL_BY_ID = _mail_query(Outbox.id == bindparam("key"))
 MAIL_BY_MESSAGE_ID = _mail_query(Outbox.message_id == bindparam("key"))
-SOFT_SINCE = select(func.count()).select_from(BounceReport).where(
+# soft bounces of other mails of the lead: a provider retrying one mail reports each attempt
+SOFT_SINCE = select(func.count(func.distinct(BounceReport.outbox_id))).select_from(BounceReport).where(
     BounceReport.lead_id == bindparam("lead"), BounceReport.kind == BounceKind.SOFT.value,
-    BounceReport.received_at > bindparam("since", type_=UTCDateTime()))
-INSERT_REPORT = insert(BounceReport).returning(BounceReport.id)
+    BounceReport.outbox_id != bindparam("row"), BounceReport.received_at > bindparam("since", type_=UTCDateTime()))
+
+
+class _StoredBefore(Exception):
+    """The report's dedupe_key is taken: leave the transaction so its work is rolled back."""
 
 
 def _mail(session, query, key) -> _Mail | None:
@@ -122,8 +129,11 @@ class Intake:
             # this one did is rolled back with it (one round trip less for every new report).
             with self.db.transaction() as session:
                 try:
-                    outcome = self._understand(session, parsed, envelope_to)
-                    note = outcome.note + self._act(session, outcome, now)
+                    # a savepoint: a statement that fails here (PostgreSQL then refuses the rest of
+                    # the transaction) is undone alone, and the report is still stored below
+                    with session.begin_nested():
+                        outcome = self._understand(session, parsed, envelope_to)
+                        note = outcome.note + self._act(session, outcome, now)
                 except (OperationalError, InterfaceError):
                     raise
                 except Exception as exc:  # a bug or odd data in one report must not stop the next
@@ -132,7 +142,7 @@ class Intake:
                     note = f"could not be handled: {type(exc).__name__}: {exc}"
                 report_id = self._store(session, key, raw, parsed, outcome, source, note, now)
                 return Handled(outcome.kind.value, report_id, note=note)
-        except IntegrityError:  # stored before (or by another process a moment ago)
+        except _StoredBefore:  # the work it did is rolled back with the transaction
             return Handled(BounceKind.IGNORED.value, None, duplicate=True, note="handled before")
 
     def handle_event(self, event: ProviderEvent) -> Handled:
@@ -164,7 +174,7 @@ class Intake:
                 note = outcome.note + self._act(session, outcome, now)
                 report_id = self._store(session, key, event.raw, parsed, outcome, event.source, note, now)
                 return Handled(outcome.kind.value, report_id, note=note)
-        except IntegrityError:
+        except _StoredBefore:
             return Handled(BounceKind.IGNORED.value, None, duplicate=True, note="handled before")
 
     # --- what the report is, and about which mail ---------------------------------------
@@ -176,9 +186,15 @@ class Intake:
             return _Outcome(BounceKind.IGNORED, None, None, None, "no delivery failure in it")
         row, matched_by, why = self._match(session, parsed, envelope_to)
         failure = _failure_for(parsed.failures, row.recipient if row is not None else None)
+        if parsed.kind == "arf" and (parsed.feedback_type or "abuse") not in COMPLAINT_TYPES:
+            return _Outcome(BounceKind.IGNORED, failure, row, matched_by,
+                            f"a feedback report of type {parsed.feedback_type}: not a complaint")
         kind = BounceKind.COMPLAINT if parsed.kind == "arf" else _kind(failure)
         if kind is BounceKind.IGNORED:
-            return _Outcome(kind, failure, row, matched_by, f"action {failure.action}: not a failure")
+            why_not = (f"status {failure.status}: a policy refusal, about us rather than the address (see "
+                       "mailer outbox and the relay's log)" if failure and (failure.status or "").startswith("5.7.")
+                       else f"action {failure.action if failure else '-'}: not a failure")
+            return _Outcome(kind, failure, row, matched_by, why_not)
         if kind is BounceKind.DELAYED:  # stored as ignored (with action delayed): it changes nothing
             return _Outcome(BounceKind.IGNORED, failure, row, matched_by,
                             "a delay notice: the receiving server is still trying")
@@ -189,7 +205,7 @@ class Intake:
     def _match(self, session, parsed: Parsed, envelope_to: str | None) -> tuple[_Mail | None, str | None, str]:
         """The mail the report is about, how it was found, or why none was."""
         if self.bounces is not None:
-            addresses = [a for a in (envelope_to, *parsed.addressed_to) if a]
+            addresses = [a for a in (envelope_to, *parsed.addressed_to, parsed.original_return_path) if a]
             ours = [a for a in addresses if self.bounces.is_ours(a)]
             for address in ours:
                 row_id = self.bounces.row_of(address)
@@ -219,14 +235,15 @@ class Intake:
             queries.mark_undeliverable(session, lead_id=row.lead_id, reply=reply, now=now)
             return "the lead is now undeliverable; its waiting mail is cancelled"
         if outcome.kind is BounceKind.SOFT:
-            earlier = session.scalar(SOFT_SINCE, {"lead": row.lead_id, "since": now - self.soft_window})
+            earlier = session.scalar(SOFT_SINCE, {"lead": row.lead_id, "row": row.id, "since": now - self.soft_window})
             if earlier + 1 >= self.soft_limit and row.lead_status != LeadStatus.UNDELIVERABLE:
                 queries.mark_undeliverable(session, lead_id=row.lead_id, reply=f"{earlier + 1} soft bounces: {reply}",
                                            now=now)
                 return (f"soft bounce {earlier + 1} within {self.soft_window.days} days: the lead is now "
                         "undeliverable")
             return f"soft bounce {earlier + 1} of {self.soft_limit} within {self.soft_window.days} days"
-        lead = session.get(Lead, row.lead_id)  # locked above; the funnel changes it as an unsubscribe would
+        # the funnel changes the lead as an unsubscribe would, under the same lock
+        lead = session.get(Lead, row.lead_id, with_for_update={"key_share": True}, populate_existing=True)
         changed = self.funnel.unsubscribe_lead(session, lead, lead.magnet, Evidence(None, None, COMPLAINT_FORM), now)
         return "all marketing mail to the lead ended" if changed else "the lead got no marketing mail already"
 
@@ -234,16 +251,22 @@ class Intake:
                now: datetime) -> int:
         failure, row = outcome.failure, outcome.row
 
-        def cut(value: str | None, size: int) -> str | None:  # a stranger's report may say anything
-            return value[:size] if value else value
+        def cut(value: str | None, size: int | None = None) -> str | None:
+            # a stranger's report may say anything, NUL characters too (PostgreSQL refuses them)
+            return value.replace("\x00", "")[:size] if value else value
 
-        return session.execute(INSERT_REPORT, dict(
-            dedupe_key=key, received_at=now, source=source[:30], kind=outcome.kind.value, format=parsed.kind,
+        insert = queries.upsert(session, BounceReport).on_conflict_do_nothing(index_elements=["dedupe_key"])
+        stored = session.execute(insert.returning(BounceReport.id), dict(
+            dedupe_key=cut(key, 300), received_at=now, source=source[:30], kind=outcome.kind.value,
+            format=parsed.kind,
             recipient=cut((failure.recipient if failure else None) or (row.recipient if row else None), 320),
             action=cut(failure.action if failure else None, 20), status=cut(failure.status if failure else None, 20),
-            diagnostic=failure.diagnostic if failure else None, matched_by=outcome.matched_by,
-            outbox_id=row.id if row else None, lead_id=row.lead_id if row else None, note=note,
-            raw=raw[:RAW_KEPT].decode("utf-8", "replace").replace("\x00", ""), raw_size=len(raw))).scalar_one()
+            diagnostic=cut(failure.diagnostic if failure else None), matched_by=outcome.matched_by,
+            outbox_id=row.id if row else None, lead_id=row.lead_id if row else None, note=cut(note),
+            raw=cut(raw[:RAW_KEPT].decode("utf-8", "replace")), raw_size=len(raw))).scalar()
+        if stored is None:
+            raise _StoredBefore(key)
+        return stored
 
 
 def _failure_for(failures: tuple[Failure, ...], recipient: str | None) -> Failure | None:
@@ -262,12 +285,16 @@ def _kind(failure: Failure | None) -> BounceKind:
         return BounceKind.DELAYED
     if failure.action != "failed":  # delivered, relayed, expanded
         return BounceKind.IGNORED
-    if failure.status and failure.status.startswith("4"):
+    status = failure.status or ""
+    if status.startswith("4") or status == "5.2.2":  # temporary, or mailbox full
         return BounceKind.SOFT
+    if status.startswith("5.7."):  # a policy refusal: about us (our reputation, our domain), not the address
+        return BounceKind.IGNORED
     return BounceKind.HARD  # 5.x.x, or a permanent failure without a status
 
 
 def _reply(failure: Failure | None) -> str:
     if failure is None:
         return "bounced"
-    return " ".join(part for part in (failure.status, failure.diagnostic) if part) or "bounced"
+    text = " ".join(part for part in (failure.status, failure.diagnostic) if part) or "bounced"
+    return text.replace("\x00", "")  # it goes into outbox.last_error: PostgreSQL refuses NUL in text

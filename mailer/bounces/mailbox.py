@@ -100,6 +100,10 @@ def read_mailbox(intake, url: str, *, limit: int = 500) -> MailboxReport:
                     log.warning("%s: %s; %d message(s) left for the next run", SETTING, report.stopped,
                                 report.left)
                     return report
+                except Exception:  # this one message (a database that refuses it, say): keep it, go on
+                    log.exception("%s: message %s not taken in; left in the mailbox", SETTING, uid.decode())
+                    report.left += 1
+                    continue
                 _delete(conn, uid, uidplus)
                 if handled.duplicate:
                     report.duplicates += 1

@@ -61,6 +61,10 @@ class Parsed:
     feedback_type: str | None        # ARF Feedback-Type, lowercased
     addressed_to: tuple[str, ...]    # where the report was delivered (VERP): Delivered-To, X-Original-To, Envelope-To, To
     subject: str                     # decoded, "" if none
+    # The Return-Path of the attached original: its envelope sender, bounce+TOKEN@... A
+    # feedback loop sends its reports to a registered address, not to the envelope sender, so a
+    # complaint carries its signed token only there.
+    original_return_path: str | None = None
 
 
 def parse(raw: bytes) -> Parsed:
@@ -88,7 +92,8 @@ def _parse(raw: bytes) -> Parsed:
     subject = _subject(msg)
 
     def result(kind: str, failures=(), original=None, feedback_type=None) -> Parsed:
-        return Parsed(kind, message_id, original, tuple(failures), feedback_type, addressed_to, subject)
+        return Parsed(kind, message_id, original, tuple(failures), feedback_type, addressed_to, subject,
+                      _attached_return_path(msg) if kind in ("arf", "dsn", "nonstandard") else None)
 
     feedback = _first_part(msg, "message/feedback-report")
     if feedback is not None or _report_type(msg) == "feedback-report":
@@ -336,6 +341,12 @@ def _attached_headers(msg: Message) -> Message | None:
         elif kind == "text/rfc822-headers":
             return HeaderParser(policy=email.policy.compat32).parsestr(_decoded(part))
     return None
+
+
+def _attached_return_path(msg: Message) -> str | None:
+    attached = _attached_headers(msg)
+    found = _addresses(_headers(attached, "return-path")) if attached is not None else []
+    return found[0] if found else None
 
 
 def _attached_message_id(msg: Message) -> str | None:

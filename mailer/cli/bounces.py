@@ -26,18 +26,19 @@ def bounces() -> None:
 @click.option("--to", "envelope_to", help="The address the report was delivered to (the envelope recipient: "
                                           "bounce+TOKEN@...), when the MTA can pass it.")
 def bounces_ingest(envelope_to: str | None) -> None:
-    from sqlalchemy.exc import InterfaceError, OperationalError
+    from sqlalchemy.exc import DBAPIError
 
     raw = sys.stdin.buffer.read()
     try:
         built = services(check=False)
+        intake = built.intake
     except click.ClickException as exc:  # a setting is wrong: the MTA keeps the report until it is fixed
         click.echo(f"not taken in, try again later: {exc.message}", err=True)
         sys.exit(EX_TEMPFAIL)
     try:
-        handled = built.intake.handle(raw, source="ingest", envelope_to=envelope_to)
-    except (OperationalError, InterfaceError) as exc:
-        click.echo(f"database unreachable, try again later: {type(exc.orig).__name__}", err=True)
+        handled = intake.handle(raw, source="ingest", envelope_to=envelope_to)
+    except DBAPIError as exc:  # unreachable, or not upgraded yet (`mailer db upgrade`): keep it for later
+        click.echo(f"database: {type(exc.orig).__name__}; not taken in, try again later", err=True)
         sys.exit(EX_TEMPFAIL)
     if handled.duplicate:
         click.echo("already handled: nothing done again")

@@ -216,20 +216,78 @@ def test_without_a_bounce_address_a_report_is_matched_by_the_message_id(make_ser
                                source="ingest").kind == "unmatched"
 
 
-def test_soft_bounces_count_and_the_limit_within_the_days_makes_the_lead_undeliverable(built, sent, smtp_server):
-    to = _envelope_from(smtp_server, "anne@gemeente.nl")
+def _more_mail(built, email: str, count: int) -> list[int]:
+    """More sent mails to the lead (rows a bounce can be about)."""
+    with built.db.transaction() as session:
+        lead = session.scalar(select(Lead).where(Lead.email == email))
+        rows = [Outbox(kind="guide", lead_id=lead.id, recipient=email, magnet="mini-guide",
+                       message_id=make_msgid(domain="example.nl"), priority=0, status="sent", attempts=1,
+                       unknown_outcomes=0, created_at=START, queued_at=START, next_attempt_at=START)
+                for _ in range(count)]
+        session.add_all(rows)
+        session.flush()
+        return [row.id for row in rows]
 
-    def soft():
-        return built.intake.handle(dsn(to, "anne@gemeente.nl", status="4.2.2", diagnostic="smtp; 452 mailbox full"),
-                                   source="ingest")
 
-    assert soft().kind == "soft"
+def _soft(built, row_id: int):
+    to = built.bounce_addresses.for_row(row_id)
+    return built.intake.handle(dsn(to, "anne@gemeente.nl", status="4.2.2", diagnostic="smtp; 452 mailbox full"),
+                               source="ingest")
+
+
+def test_soft_bounces_count_and_the_limit_within_the_days_makes_the_lead_undeliverable(built, sent):
+    first, second, third, fourth = _more_mail(built, "anne@gemeente.nl", 4)
+    assert _soft(built, first).kind == "soft"
     built.clock.advance(days=31)  # the first falls out of the 30 days
-    assert soft().note.startswith("soft bounce 1 of 3")
-    assert soft().note.startswith("soft bounce 2 of 3")
+    assert _soft(built, second).note.startswith("soft bounce 1 of 3")
+    assert _soft(built, third).note.startswith("soft bounce 2 of 3")
     assert _lead(built, "anne@gemeente.nl").status == LeadStatus.CONFIRMED
-    assert "now undeliverable" in soft().note
+    assert "now undeliverable" in _soft(built, fourth).note
     assert _lead(built, "anne@gemeente.nl").status == LeadStatus.UNDELIVERABLE
+
+
+def test_soft_bounces_about_one_mail_count_once(built, sent):
+    [row] = _more_mail(built, "anne@gemeente.nl", 1)
+    for attempt in range(4):  # a provider reporting each of its retries, each its own report
+        assert _soft(built, row).note.startswith("soft bounce 1 of 3")
+    assert _lead(built, "anne@gemeente.nl").status == LeadStatus.CONFIRMED
+
+
+def test_a_policy_refusal_is_about_us_and_changes_nothing(built, sent, smtp_server):
+    to = _envelope_from(smtp_server, "anne@gemeente.nl")
+    handled = built.intake.handle(dsn(to, "anne@gemeente.nl", status="5.7.1",
+                                      diagnostic="smtp; 550 5.7.1 listed at a blocklist"), source="ingest")
+    assert handled.kind == "ignored" and "policy refusal" in handled.note
+    assert _lead(built, "anne@gemeente.nl").status == LeadStatus.CONFIRMED
+
+
+def test_a_feedback_report_that_is_no_complaint_changes_nothing(built, sent, smtp_server):
+    to = _envelope_from(smtp_server, "anne@gemeente.nl")
+    report = arf(to, "anne@gemeente.nl", sent[("anne@gemeente.nl", MailKind.GUIDE)][1])
+    handled = built.intake.handle(report.replace(b"Feedback-Type: abuse", b"Feedback-Type: not-spam"),
+                                  source="ingest")
+    assert handled.kind == "ignored"
+    assert _lead(built, "anne@gemeente.nl").status == LeadStatus.CONFIRMED
+
+
+def test_a_feedback_loop_report_is_matched_by_the_signed_return_path_of_the_original(built, sent, smtp_server):
+    """Feedback loops send to a registered address; the complained-about mail carries its token."""
+    token = _envelope_from(smtp_server, "anne@gemeente.nl")
+    report = arf("fbl@example.nl", "anne@gemeente.nl", sent[("anne@gemeente.nl", MailKind.GUIDE)][1])
+    report = report.replace(b"Content-Type: message/rfc822\r\n\r\n",
+                            b"Content-Type: message/rfc822\r\n\r\nReturn-Path: <" + token.encode() + b">\r\n")
+    assert built.intake.handle(report, source="ingest").kind == "complaint"
+    forged = report.replace(token.encode(), token.encode()[:-20] + b"0123456789@mail.example.nl")
+    assert built.intake.handle(forged.replace(b"Message-ID: <", b"Message-ID: <x"), source="ingest").kind == \
+        "unmatched"
+
+
+def test_nul_characters_in_a_report_are_stored_without_them(built, sent, smtp_server):
+    to = _envelope_from(smtp_server, "anne@gemeente.nl")
+    report = dsn(to, "anne@gemeente.nl", own_id="<a\x00b@mx.example.org>", diagnostic="smtp; 550 5.1.1 bad\x00 user")
+    assert built.intake.handle(report, source="ingest").kind == "hard"
+    [stored] = _reports(built)
+    assert "\x00" not in stored.raw and "\x00" not in (stored.diagnostic or "")
 
 
 def test_a_delay_notice_changes_nothing(built, sent, smtp_server):
