@@ -81,7 +81,6 @@ import logging
 import os
 import secrets
 import shutil
-import smtplib
 import statistics
 import sys
 import tempfile
@@ -109,7 +108,6 @@ from send_mail import (  # noqa: E402
     Postgres,
     Recipient,
     Sink,
-    _check_loop,
     _check_mailer,
     deliver_in_process,
     mailer_env,
@@ -151,6 +149,7 @@ class NaiveNewsletter:
         from mailer.content.files import load_content
 
         self.markdown, self.Markup = markdown, Markup
+        self.wire_policy = EmailMessage().policy.clone(linesep="\r\n")  # CRLF, as on the wire
         content = load_content(ROOT / "content")
         self.newsletter = newsletter = content.newsletters[SLUG]
         magnets = newsletter.audience.magnets or (content.organisation.default_magnet,)
@@ -215,32 +214,6 @@ class NaiveNewsletter:
         for _ in range(count):
             self.markdown.render(self.newsletter.body, lambda href: href)
         return (time.perf_counter() - t0) / count * 1e6
-
-
-def measure_naive_newsletter(run: int, sink: Sink, to: list[Recipient], limit: float) -> Measurement:
-    naive = NaiveNewsletter()
-    before = sink.count()
-    sent = 0
-    t0 = time.perf_counter()
-    deadline = t0 + limit
-    with smtplib.SMTP(HOST, sink.port, timeout=30) as smtp:
-        for recipient in to:
-            smtp.send_message(naive.message(recipient))
-            sent += 1
-            if time.perf_counter() > deadline:
-                break
-        elapsed = time.perf_counter() - t0
-    m = Measurement(NAIVE_NL, run, sent, elapsed, sink.count() - before)
-    wire = EmailMessage().policy.clone(linesep="\r\n")
-    m.size = len(naive.message(to[0]).as_bytes(policy=wire)) if to else None
-    _check_loop(m, len(to))
-    return m
-
-
-def measure_naive_guide(run: int, sink: Sink, to: list[Recipient], limit: float) -> Measurement:
-    m = measure_naive(run, sink, to, limit)
-    m.name = NAIVE_GUIDE
-    return m
 
 
 # --- the mailer -----------------------------------------------------------------------------
@@ -411,9 +384,9 @@ def main() -> int:
             for name in order:
                 where = tmp / f"run{run}-{name}"
                 if name == NAIVE_NL:
-                    m = measure_naive_newsletter(run, sink, to, limit)
+                    m = measure_naive(run, sink, to, limit, NaiveNewsletter(), NAIVE_NL)
                 elif name == NAIVE_GUIDE:
-                    m = measure_naive_guide(run, sink, to, limit)
+                    m = measure_naive(run, sink, to, limit, name=NAIVE_GUIDE)
                 else:
                     _, backend, what = name.split("-")
                     db = None

@@ -345,8 +345,11 @@ class Measurement:
                 f"{self.seconds:6.2f}s  sink +{self.sink}{'  ' + ', '.join(extra) if extra else ''}  {status}")
 
 
-def measure_naive(run: int, sink: Sink, to: list[Recipient], limit: float) -> Measurement:
-    naive = NaiveMail()
+def measure_naive(run: int, sink: Sink, to: list[Recipient], limit: float, naive=None,
+                  name: str = NAIVE) -> Measurement:
+    """The naive loop: `naive.message(recipient)` (an EmailMessage; default NaiveMail's guide
+    mail) sent with smtplib over one connection; bench/campaign_send.py gives its newsletter."""
+    naive = naive or NaiveMail()
     before = sink.count()
     sent = 0
     t0 = time.perf_counter()
@@ -358,7 +361,7 @@ def measure_naive(run: int, sink: Sink, to: list[Recipient], limit: float) -> Me
             if time.perf_counter() > deadline:
                 break
         elapsed = time.perf_counter() - t0
-    m = Measurement(NAIVE, run, sent, elapsed, sink.count() - before)
+    m = Measurement(name, run, sent, elapsed, sink.count() - before)
     m.size = len(naive.message(to[0]).as_bytes(policy=naive.wire_policy)) if to else None
     _check_loop(m, len(to))
     return m

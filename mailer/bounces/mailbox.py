@@ -16,8 +16,6 @@ import logging
 import ssl
 from collections import Counter
 from dataclasses import dataclass, field
-from email.parser import BytesHeaderParser
-from email.policy import compat32
 from imaplib import IMAP4, IMAP4_SSL
 from urllib.parse import unquote, urlsplit
 
@@ -93,7 +91,7 @@ def read_mailbox(intake, url: str, *, limit: int = 500) -> MailboxReport:
                 if raw is None:  # gone meanwhile (another reader took it)
                     continue
                 try:
-                    handled = intake.handle(raw, source=SOURCE, envelope_to=_envelope_to(raw))
+                    handled = intake.handle(raw, source=SOURCE)  # the parser reads Delivered-To itself
                 except (OperationalError, InterfaceError) as exc:
                     report.stopped = f"the database could not be reached ({type(exc).__name__})"
                     report.left += len(batch) - position
@@ -195,20 +193,6 @@ def _has_uidplus(conn: IMAP4) -> bool:
     announce more capabilities then than in their greeting (imaplib keeps the greeting's)."""
     status, data = conn.capability()
     return status == "OK" and b"UIDPLUS" in b" ".join(d for d in data if isinstance(d, bytes)).upper().split()
-
-
-def _envelope_to(raw: bytes) -> str | None:
-    """The address the message was delivered to, as the delivering server wrote it (the
-    topmost Delivered-To, else X-Original-To); None when there is neither."""
-    try:
-        headers = BytesHeaderParser(policy=compat32).parsebytes(raw)
-        for name in ("Delivered-To", "X-Original-To"):
-            value = headers.get(name)
-            if value and str(value).strip():
-                return str(value).strip()
-    except Exception:  # noqa: BLE001 - garbage headers: the intake reads what it can itself
-        return None
-    return None
 
 
 def _quoted(folder: str) -> str:

@@ -4,21 +4,11 @@ newsletter, seeing who would get it, sending it to them (a campaign), and its fi
 from __future__ import annotations
 
 import json
-from datetime import date
 from pathlib import Path
 
 import click
 
-from mailer.cli.common import parse_time, services, write_mail
-
-
-def _day(_ctx, param, value: str | None) -> date | None:
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a date such as 2026-12-01", param=param) from None
+from mailer.cli.common import day_option, parse_time, services, write_mail
 
 
 @click.group(help="Newsletters: files in the content folder's newsletters/ (see docs/newsletters.md).")
@@ -79,8 +69,8 @@ def newsletter_test(slug: str, address: str, email: str | None, subject: str | N
                                      "Example: mailer newsletter audience voorjaar-2027 --not-clicked gesprek --json")
 @click.argument("slug")
 @click.option("--magnet", "magnets", multiple=True, help="Signed up for this lead magnet (repeatable: any of them).")
-@click.option("--after", "signed_up_after", callback=_day, help="Signed up on this date (YYYY-MM-DD) or later.")
-@click.option("--before", "signed_up_before", callback=_day, help="Signed up before this date (YYYY-MM-DD).")
+@click.option("--after", "signed_up_after", callback=day_option, help="Signed up on this date (YYYY-MM-DD) or later.")
+@click.option("--before", "signed_up_before", callback=day_option, help="Signed up before this date (YYYY-MM-DD).")
 @click.option("--downloaded/--not-downloaded", default=None, help="Downloaded the guide, or never did.")
 @click.option("--clicked", multiple=True, help="Clicked this named link (repeatable: all of them).")
 @click.option("--not-clicked", "not_clicked", multiple=True, help="Never clicked this named link (repeatable).")

@@ -28,7 +28,8 @@ def click_target(session: Session | None, content: Content, clicked: ClickLink) 
     names got, as its campaign froze it; for a mail sent in no campaign (a test, or a row queued
     before campaigns froze their mail) or without a database (session None), the Nth plain link
     of the file."""
-    if clicked.sequence.startswith(CLICK_SEQUENCE_PREFIX) and PLAIN_LINK.match(clicked.link):
+    plain = PLAIN_LINK.match(clicked.link)
+    if clicked.sequence.startswith(CLICK_SEQUENCE_PREFIX) and plain:
         slug = clicked.sequence.removeprefix(CLICK_SEQUENCE_PREFIX)
         links = queries.frozen_links(session, clicked.lead_id, slug) if session is not None else None
         if links is not None:
@@ -38,7 +39,7 @@ def click_target(session: Session | None, content: Content, clicked: ClickLink) 
             from mailer.content.markdown import plain_links
 
             found = plain_links(newsletter.body)
-            number = int(PLAIN_LINK.match(clicked.link)[1])
+            number = int(plain[1])
             return found[number - 1] if number <= len(found) else None
     return content.organisation.links.get(clicked.link)
 
