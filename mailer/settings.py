@@ -112,6 +112,11 @@ class Settings:
     drip_min_gap_hours: float = 24.0  # at most one drip mail per lead in this many hours
     click_tracking: bool = True
     pending_max_age_days: int = 30  # signups not confirmed by then are purged
+    # The dashboard (/beheer/): a session ends after this many idle minutes, and after this
+    # many hours whatever happens; owners must use a second factor (TOTP) when this is on.
+    admin_idle_minutes: int = 30
+    admin_session_hours: int = 12
+    admin_require_2fa: bool = False
 
     @property
     def embedded(self) -> bool:
@@ -191,6 +196,9 @@ def _build(env: dict[str, str]) -> Settings:
         drip_min_gap_hours=read.number("drip_min_gap_hours", minimum=0),
         click_tracking=_flag("MAILER_CLICK_TRACKING", env, default=_DEFAULTS["click_tracking"]),
         pending_max_age_days=read.number("pending_max_age_days", minimum=1),
+        admin_idle_minutes=read.number("admin_idle_minutes", minimum=1),
+        admin_session_hours=read.number("admin_session_hours", minimum=1),
+        admin_require_2fa=_flag("MAILER_ADMIN_REQUIRE_2FA", env, default=_DEFAULTS["admin_require_2fa"]),
         **_dkim(env),
     )
 

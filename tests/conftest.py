@@ -291,3 +291,54 @@ def project_root() -> Path:
 
 
 from smtp_faults import faulty_smtp  # noqa: E402,F401  (a fixture: the misbehaving relay)
+
+
+# --- an operator in the dashboard ------------------------------------------------------------
+
+OPERATOR_PASSWORD = "lang-genoeg-wachtwoord-42"
+CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+class Dashboard:
+    """A browser of the dashboard through the test client, logged in as one operator: `post`
+    sends the session's CSRF token along, as the dashboard's forms do."""
+
+    def __init__(self, app, email: str):
+        self.client = app.test_client()
+        self.email = email
+        self.token = ""
+
+    def log_in(self, password: str = OPERATOR_PASSWORD):
+        page = self.client.get("/beheer/login")
+        self.token = CSRF_FIELD.search(page.get_data(as_text=True)).group(1)
+        answer = self.client.post("/beheer/login", data={"csrf_token": self.token, "email": self.email,
+                                                         "password": password})
+        self.refresh_token()
+        return answer
+
+    def refresh_token(self) -> None:
+        found = CSRF_FIELD.search(self.client.get("/beheer/account").get_data(as_text=True))
+        self.token = found.group(1) if found else self.token
+
+    def get(self, path: str, **kwargs):
+        return self.client.get(path, **kwargs)
+
+    def post(self, path: str, data: dict | None = None, **kwargs):
+        return self.client.post(path, data={"csrf_token": self.token, **(data or {})}, **kwargs)
+
+
+@pytest.fixture
+def dashboard(app, services):
+    """dashboard(role) -> a Dashboard logged in as a new operator with that role (owner, editor, viewer)."""
+    from mailer.operator.accounts import add
+
+    def make(role: str = "owner", email: str | None = None, log_in: bool = True) -> Dashboard:
+        email = email or f"{role}@trainingsbureau.nl"
+        add(services.db, email, OPERATOR_PASSWORD, role, services.clock.now())
+        browser = Dashboard(app, email)
+        if log_in:
+            answer = browser.log_in()
+            assert answer.status_code == 302, answer.get_data(as_text=True)
+        return browser
+
+    return make

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mailer.cli import bounces, drip, init, leads, newsletter, outbox, run
+from mailer.cli import bounces, drip, init, leads, newsletter, operators, outbox, run
 from mailer.errors import InvalidRequest, MailerError
 
 
@@ -34,6 +34,6 @@ def main() -> None:
 
 
 COMMANDS = (*run.COMMANDS, outbox.outbox, drip.drip, drip.send_test, *leads.COMMANDS, init.init,
-            newsletter.newsletter, bounces.bounces)
+            newsletter.newsletter, bounces.bounces, operators.operator)
 for _command in COMMANDS:
     main.add_command(_command)

@@ -485,3 +485,69 @@ class BounceReport(Base):
     note: Mapped[str] = mapped_column(Text, default="")  # why it changed nothing, or what it changed
     raw: Mapped[str] = mapped_column(Text)  # the report, cut to RAW_KEPT bytes
     raw_size: Mapped[int] = mapped_column(Integer)
+
+
+class Role(enum.StrEnum):
+    """What an operator of the dashboard may do; each role may do everything of the one before.
+    viewer: read. editor: also retry, cancel, send tests, schedule and hold newsletters.
+    owner: also erase people, export leads, manage operators, resume a paused marketing stream.
+    Which action needs which role is operator/accounts.NEEDS."""
+
+    VIEWER = "viewer"
+    EDITOR = "editor"
+    OWNER = "owner"
+
+    @property
+    def rank(self) -> int:
+        return list(Role).index(self)
+
+
+class Operator(Base):
+    """Someone who logs in to the dashboard (`mailer operator add`)."""
+
+    __tablename__ = "operators"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    role: Mapped[str] = mapped_column(String(10))  # Role
+    password_hash: Mapped[str] = mapped_column(String(200))  # Argon2id, with its parameters
+    # The TOTP secret (base32) once the operator confirmed a code from the app; None: no second factor.
+    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    # sha256 of each unused recovery code, space-separated (each works once).
+    recovery_codes: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class OperatorSession(Base):
+    """A logged-in browser. The cookie holds a random token; only its sha256 is stored here, so
+    a copy of the database logs nobody in. Logging out, a password change and removing the
+    operator delete the rows: a copy of the old cookie then names nothing."""
+
+    __tablename__ = "operator_sessions"
+    __table_args__ = (Index("ix_operator_sessions_operator", "operator_id"),)
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    operator_id: Mapped[int] = mapped_column(ForeignKey("operators.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ip: Mapped[str | None] = mapped_column(String(45))
+
+
+class AuditEntry(Base):
+    """One thing an operator did (or tried and was refused), append-only: the database refuses
+    UPDATE and DELETE (migration 0009). It names a lead by id, never by address, so an erased
+    person's address does not live on here, and no lead's export includes it."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_at", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    operator_email: Mapped[str | None] = mapped_column(String(320))  # as typed at a failed login; kept after removal
+    action: Mapped[str] = mapped_column(String(60))  # "outbox.retry", "login.locked", ...
+    target: Mapped[str] = mapped_column(String(200), default="")  # "lead 12", "outbox 4 5 6", "newsletter juni"
+    outcome: Mapped[str] = mapped_column(String(20))  # done, refused, failed
+    detail: Mapped[str] = mapped_column(Text, default="")
+    ip: Mapped[str | None] = mapped_column(String(45))

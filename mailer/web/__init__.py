@@ -10,7 +10,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from mailer.services import Services
 from mailer.settings import Settings
-from mailer.web import common, health, hooks, links, public
+from mailer.web import admin, common, health, hooks, links, public
 from mailer.web.extensions import csrf, limiter
 
 
@@ -47,6 +47,7 @@ def _register(app: Flask) -> None:
     app.register_blueprint(links.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(hooks.bp)  # /hooks/<provider>: CSRF-exempt, signed by the provider
+    admin.init_app(app)  # /beheer/: the operators' dashboard, behind a login
     app.register_error_handler(CSRFError, public.csrf_error)
     app.register_error_handler(HTTPException, common.http_error)
     app.register_error_handler(OperationalError, common.database_unavailable)
@@ -63,6 +64,8 @@ def _register(app: Flask) -> None:
         # Tokens live in our URLs: never send them to other sites. Same-origin (not no-referrer)
         # because Flask-WTF refuses an HTTPS form post that arrives without a Referer.
         response.headers.setdefault("Referrer-Policy", "same-origin")
+        if common.in_dashboard():
+            return admin.common.security_headers(response)
         if not common.frameable():
             response.headers.setdefault("X-Frame-Options", "DENY")
         return response

@@ -30,6 +30,11 @@ def signup_limit() -> str:
     return services().settings.signup_rate_limit
 
 
+def in_dashboard() -> bool:
+    """A request for the operators' dashboard (/beheer/): its own headers and error pages."""
+    return request.path == "/beheer" or request.path.startswith("/beheer/")
+
+
 def frameable() -> bool:
     """Only the embeddable form, and the thanks page it leads to, may be shown in an iframe."""
     if request.endpoint in ("public.embed", "public.embed_signup"):
@@ -51,6 +56,10 @@ def error_page(code: int):
     title, text = MESSAGES.get(code, MESSAGES[500])
     if request.path == "/healthz":
         return jsonify(status="error", database="unavailable" if code == 503 else "unknown"), code
+    if in_dashboard():
+        from mailer.web.admin.common import error_page as dashboard_error
+
+        return dashboard_error(code, title, text)
     # In the embed's frame (a rate limit on its form, an unknown magnet) the page keeps the
     # embed's look and its links leave the frame.
     return render_template("error.html", title=title, text=text, embed=frameable()), code

@@ -11,7 +11,7 @@ from mailer.errors import InvalidLink
 from mailer.funnel.actions import Signup
 from mailer.funnel.links import ARCHIVE_PREFIX
 from mailer.operator import archive
-from mailer.web.common import evidence, services, signup_limit
+from mailer.web.common import error_page, evidence, in_dashboard, services, signup_limit
 from mailer.web.extensions import csrf, limiter
 from mailer.web.forms import SignupForm
 
@@ -169,6 +169,8 @@ def _timing_problem(started: str | None) -> str | None:
 
 def csrf_error(exc):
     """A missing or stale CSRF token: show the form again with what was typed, never a bare 400."""
+    if in_dashboard():
+        return error_page(400)
     slug = (request.view_args or {}).get("slug")
     magnet = services().content.magnets.get(slug) if slug else None
     if magnet is None or request.endpoint not in ("public.signup", "public.embed_signup"):
