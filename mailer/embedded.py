@@ -8,6 +8,7 @@ import signal
 from typing import Callable
 
 from mailer.errors import MailerError
+from mailer.operator.accounts import has_operators
 from mailer.scheduler import Background
 from mailer.services import Services
 from mailer.store.migrate import upgrade
@@ -43,6 +44,8 @@ def serve(services: Services, host: str, port: int, threads: int, announce: Call
     where = settings.mail.path if settings.mail.scheme == "file" else settings.mail.scheme
     announce(f"mailer is running: open {settings.base_url}/  (data in {settings.instance_path}, mail goes to "
              f"{where}; Ctrl+C stops)")
+    announce(f"the dashboard is at {settings.base_url}/beheer/" + (
+        "" if has_operators(services.db) else "; create its first account: mailer operator add EMAIL --role owner"))
     try:
         server.run()
     except KeyboardInterrupt:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -45,9 +46,17 @@ def periodic_jobs(services, senders: list[Sender]) -> list[PeriodicJob]:
     def purge_pending() -> str:
         from mailer.operator.people import purge_pending as purge
 
-        days = services.settings.pending_max_age_days
-        purged = purge(services.db, days, services.clock.now())
-        return f"erased {purged} signup(s) not confirmed within {days} days" if purged else ""
+        from mailer.operator.accounts import purge_sessions
+
+        settings, now = services.settings, services.clock.now()
+        days = settings.pending_max_age_days
+        purged = purge(services.db, days, now)
+        # dashboard sessions past their expiry: already refused, now gone from the table too
+        ended = purge_sessions(services.db, now, timedelta(minutes=settings.admin_idle_minutes),
+                               timedelta(hours=settings.admin_session_hours))
+        return "; ".join(line for line in (
+            f"erased {purged} signup(s) not confirmed within {days} days" if purged else "",
+            f"deleted {ended} expired dashboard session(s)" if ended else "") if line)
 
     def dispatcher(sender: Sender) -> Callable[[], str]:
         def dispatch_outbox() -> str:

@@ -241,13 +241,19 @@ class Funnel:
             self._mail(session, lead, MailKind.CONFIRM, magnet, now)
         # undeliverable: the server refused this mailbox; mailing it again only hurts our reputation
 
-    def _mail(self, session: Session, lead: Lead, kind: MailKind, magnet: str, now: datetime) -> None:
+    def resend_guide(self, session: Session, lead: Lead, now: datetime) -> bool:
+        """An operator's "send the guide again" to a confirmed lead: its magnet's guide mail,
+        within the same daily cap as a new signup; False when the cap held it back."""
+        return self._mail(session, lead, MailKind.GUIDE, lead.magnet, now)
+
+    def _mail(self, session: Session, lead: Lead, kind: MailKind, magnet: str, now: datetime) -> bool:
         """Queue a mail unless this lead already got `mails_per_day` of this kind today."""
         since = now - timedelta(days=1)
         if queries.recent_mail_count(session, lead_id=lead.id, kind=kind.value, since=since) >= self.mails_per_day:
-            return
+            return False
         enqueue(session, kind=kind, lead_id=lead.id, recipient=lead.email, magnet=magnet, now=now,
                 domain=self.mail_domain)
+        return True
 
     def _event(self, session: Session, lead_id: int, kind: ConsentKind, magnet: str, marketing: bool,
                evidence: Evidence, now: datetime, notice_id: int | None = None) -> None:

@@ -195,7 +195,7 @@ def remove(db: Database, email: str) -> OperatorView:
         operator = _find(session, email)
         if operator.role == Role.OWNER and session.scalar(
                 select(func.count()).select_from(Operator).where(Operator.role == Role.OWNER.value)) == 1:
-            raise InvalidRequest(f"{operator.email} is the last owner; add another owner first", "EMAIL")
+            raise MailerError(f"{operator.email} is the last owner; add another owner first")
         view = _view(operator)
         _end_all(session, operator.id)
         session.delete(operator)
@@ -211,12 +211,18 @@ def operators(db: Database, now: datetime, idle: timedelta, absolute: timedelta)
         return [_view(o, live.get(o.id, 0)) for o in session.scalars(select(Operator).order_by(Operator.email))]
 
 
+def has_operators(db: Database) -> bool:
+    with db.read_only() as session:
+        return session.scalar(select(Operator.id).limit(1)) is not None
+
+
 def reset_second_factor(db: Database, email: str) -> OperatorView:
     """Switch TOTP off for an operator who lost the device and the recovery codes (from the
     command line, by whoever runs the service); their sessions end."""
     with db.transaction() as session:
         operator = _find(session, email)
         operator.totp_secret = None
+        operator.totp_last_step = None
         operator.recovery_codes = ""
         _end_all(session, operator.id)
         return _view(operator)
@@ -236,22 +242,33 @@ def totp_uri(secret: str, email: str, issuer: str) -> str:
     return pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=issuer)
 
 
-def _totp_fits(secret: str, code: str, now: datetime) -> bool:
+def _totp_step(secret: str, code: str, now: datetime, after: int | None = None) -> int | None:
+    """The time step (of 30 s, within one step of now) whose code `code` is, or None; a step
+    not after `after` (the last one used) does not count, so a code works once."""
     import pyotp
 
     code = "".join(code.split())
-    return len(code) == 6 and code.isdigit() and pyotp.TOTP(secret).verify(code, for_time=now, valid_window=1)
+    if len(code) != 6 or not code.isdigit():
+        return None
+    totp = pyotp.TOTP(secret)
+    current = totp.timecode(now)
+    for step in (current - 1, current, current + 1):
+        if (after is None or step > after) and secrets.compare_digest(totp.generate_otp(step), code):
+            return step
+    return None
 
 
 def enable_totp(db: Database, operator_id: int, secret: str, code: str, now: datetime) -> list[str]:
     """Turn the second factor on once a code from the app fits the secret; returns the
     recovery codes, shown once (only their hashes are kept)."""
-    if not _totp_fits(secret, code, now):
+    step = _totp_step(secret, code, now)
+    if step is None:
         raise CodeRefused("the code does not fit the secret")
     codes = [base64.b32encode(secrets.token_bytes(5)).decode().lower() for _ in range(RECOVERY_CODES)]
     with db.transaction() as session:
         operator = session.get(Operator, operator_id)
         operator.totp_secret = secret
+        operator.totp_last_step = step
         operator.recovery_codes = " ".join(_hash_token(c) for c in codes)
     return [f"{c[:4]}-{c[4:]}" for c in codes]
 
@@ -260,6 +277,7 @@ def disable_totp(db: Database, operator_id: int) -> None:
     with db.transaction() as session:
         operator = session.get(Operator, operator_id)
         operator.totp_secret = None
+        operator.totp_last_step = None
         operator.recovery_codes = ""
 
 
@@ -307,7 +325,9 @@ class LoginGuard:
         """Count a failure; True when it locks the account or the IP."""
         locked_now = False
         for limit, scope, key in self._keys(email, ip):
-            if not self.limiter.hit(limit, scope, key):
+            self.limiter.hit(limit, scope, key)
+            if not self.limiter.test(limit, scope, key):  # this was the last failure allowed
+                self.limiter.clear(limit, scope, key)
                 self.limiter.hit(self.lock, scope, key)
                 locked_now = True
         return locked_now
@@ -352,7 +372,10 @@ def check_code_login(db: Database, guard: LoginGuard, operator_id: int, code: st
         operator = session.get(Operator, operator_id)
         if operator is None or guard.locked(operator.email, ip):
             return Attempt("locked")
-        if operator.totp_secret and _totp_fits(operator.totp_secret, code, now):
+        step = _totp_step(operator.totp_secret, code, now, after=operator.totp_last_step) \
+            if operator.totp_secret else None
+        if step is not None:
+            operator.totp_last_step = step
             guard.succeeded(operator.email)
             return Attempt("ok", operator.id)
         typed = _hash_token("".join(code.lower().replace("-", "").split()))

@@ -31,11 +31,11 @@ from sqlalchemy import BigInteger, Integer, Select, String, case, cast, func, li
 from sqlalchemy.exc import IntegrityError
 
 from mailer.content.files import Content
-from mailer.content.newsletters import Audience, click_sequence
+from mailer.content.newsletters import Audience, Newsletter, click_sequence
 from mailer.delivery.kinds import KINDS, newsletter_ref
 from mailer.errors import InvalidRequest, MailerError
 from mailer.operator.archive import body_parts
-from mailer.operator.newsletters import audience_query, content_hash, find
+from mailer.operator.newsletters import SAMPLE_SIZE, AudienceView, audience, audience_query, content_hash, find
 from mailer.store import queries
 from mailer.store.database import Database
 from mailer.store.tables import (
@@ -598,3 +598,71 @@ def all_figures(db: Database, *, zone: ZoneInfo) -> list[CampaignFigures]:
     with db.read_only() as session:
         return [_figures(session, campaign, zone, with_failures=False) for campaign in
                 session.scalars(select(Campaign).order_by(Campaign.start_at.desc(), Campaign.id.desc()))]
+
+
+# --- the dashboard: every newsletter with its campaigns ---------------------------------------
+
+@dataclass(frozen=True)
+class NewsletterSummary:
+    slug: str
+    subject: str | None  # the file's; None when the file is gone (only campaigns remain)
+    public: bool | None
+    campaign: CampaignFigures | None  # the newest campaign (highest id), whatever its status
+    campaigns: int
+
+
+@dataclass(frozen=True)
+class NewsletterIndex:
+    newsletters: list[NewsletterSummary]  # the content's, then slugs that only campaigns name
+    campaigns: list[CampaignFigures]  # every campaign, newest start first (as `mailer newsletter list`)
+
+
+def newsletter_index(db: Database, content: Content, *, zone: ZoneInfo) -> NewsletterIndex:
+    """Every newsletter of the content with its newest campaign, and every campaign."""
+    every = all_figures(db, zone=zone)
+    newest: dict[str, CampaignFigures] = {}
+    counted: dict[str, int] = {}
+    for view in every:
+        counted[view.slug] = counted.get(view.slug, 0) + 1
+        if view.slug not in newest or view.id > newest[view.slug].id:
+            newest[view.slug] = view
+    summaries = [NewsletterSummary(slug, newsletter.subject, newsletter.public, newest.get(slug), counted.get(slug, 0))
+                 for slug, newsletter in sorted(content.newsletters.items())]
+    summaries += [NewsletterSummary(slug, None, None, view, counted[slug])
+                  for slug, view in sorted(newest.items()) if slug not in content.newsletters]
+    return NewsletterIndex(summaries, every)
+
+
+@dataclass(frozen=True)
+class NewsletterDetail:
+    newsletter: Newsletter
+    audience: AudienceView  # the file's filters with the asked ones on top, counted now
+    campaigns: list[CampaignFigures]  # newest first; the newest with its failed rows
+    tested_at: datetime | None  # the last test send of exactly this content (the file's subject)
+    waits_for_file: bool  # the newest campaign has not started and the file changed since it was scheduled
+
+    @property
+    def campaign(self) -> CampaignFigures | None:
+        return self.campaigns[0] if self.campaigns else None
+
+    @property
+    def live(self) -> bool:
+        return self.campaign is not None and self.campaign.status in {s.value for s in LIVE_CAMPAIGN}
+
+
+def newsletter_detail(db: Database, content: Content, slug: str, *, zone: ZoneInfo, sample_size: int = SAMPLE_SIZE,
+                      **given) -> NewsletterDetail:
+    """One newsletter: its audience (narrowed by `given`, the filters of `mailer newsletter
+    audience`), its campaigns in figures, and whether this content had a test send.
+    InvalidRequest for an unknown slug or filter."""
+    newsletter = find(content, slug)
+    view = audience(db, content, slug, zone, sample_size, **given)
+    digest = content_hash(newsletter)
+    with db.read_only() as session:
+        rows = session.scalars(select(Campaign).where(Campaign.slug == slug).order_by(Campaign.id.desc())).all()
+        found = [_figures(session, campaign, zone, with_failures=index == 0) for index, campaign in enumerate(rows)]
+        tested_at = session.scalar(select(TestSend.at).where(TestSend.slug == slug, TestSend.content_hash == digest)
+                                   .order_by(TestSend.at.desc()).limit(1))
+    waits = bool(rows) and rows[0].status in {s.value for s in LIVE_CAMPAIGN} and rows[0].frozen_at is None \
+        and rows[0].content_hash != digest
+    return NewsletterDetail(newsletter, view, found, tested_at, waits)

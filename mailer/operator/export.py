@@ -5,13 +5,16 @@ streamed through psycopg), on SQLite a line built in SQL; Python moves finished 
 text, one primary-key range at a time, so memory stays one batch whatever the number of
 leads. Cells a spreadsheet would run as a formula get a leading apostrophe. Erased leads are
 deleted rows: they cannot appear.
+
+The dashboard streams the same bytes to a browser (`stream_leads`): `export` is a loop over
+`chunks`, so the command and the download share every line of the formatting.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
-from typing import BinaryIO, Callable
+from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from typing import BinaryIO, Callable, Iterator
 
 from sqlalchemy import text
 
@@ -26,6 +29,9 @@ TIME_FIELDS = {"signed_up_at": "created_at", "confirmed_at": "confirmed_at"}
 BATCH_IDS = 20_000  # primary-key range per query: a few MB of text at most
 # A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# The highest code point: in a binary (byte-wise) comparison every text that starts with p is
+# at least p and below p + TOP, so a prefix is a range of an index.
+TOP = 0x10FFFF
 
 
 @dataclass(frozen=True)
@@ -35,16 +41,22 @@ class Filters:
     marketing_consent: bool | None = None
     since: datetime | None = None  # signed up at or after
     until: datetime | None = None  # signed up before
+    # The dashboard's search: an address that starts with this text (compared in lower case, as
+    # addresses are stored), or, without an @, also a first name that starts with it (lower()
+    # on both sides: SQLite folds only A-Z, PostgreSQL every letter).
+    search: str | None = None
 
     @classmethod
     def for_days(cls, statuses=(), magnet: str | None = None, marketing_consent: bool | None = None,
-                 since: date | None = None, until: date | None = None) -> "Filters":
-        """Filters for leads who signed up on `since` .. `until`: UTC days, both inclusive."""
+                 since: date | None = None, until: date | None = None, *, zone: tzinfo = timezone.utc,
+                 search: str | None = None) -> "Filters":
+        """Filters for leads who signed up on `since` .. `until`: days in `zone` (the command:
+        UTC; the dashboard: the office's), both inclusive."""
         def start(day: date) -> datetime:
-            return datetime.combine(day, time(0), timezone.utc)
+            return datetime.combine(day, time(0), zone).astimezone(timezone.utc)
 
         return cls(tuple(statuses), magnet, marketing_consent, since and start(since),
-                   until and start(until + timedelta(days=1)))
+                   until and start(until + timedelta(days=1)), (search or "").strip() or None)
 
     def sql(self, dialect, param: Callable[[str], str] = lambda name: f":{name}") -> tuple[str, dict]:
         """A WHERE condition, and its parameters' values as the dialect stores them. `param`
@@ -67,7 +79,28 @@ class Filters:
         if self.until:
             clauses.append(f"created_at < {param('until')}")
             params["until"] = time(self.until)
+        if self.search:
+            clauses.append(self._search(dialect.name, param))
+            params["search"] = self.search.lower()
+            params["name"] = self.search
         return " AND ".join(clauses) or "1 = 1", params
+
+    def _search(self, dialect: str, param: Callable[[str], str]) -> str:
+        """Prefixes as ranges, so an index answers them (migration 0011): SQLite compares
+        byte-wise already; on PostgreSQL the comparison and the index are COLLATE "C", as a
+        language's collation would order "jan.de" and "jande" together and break the range.
+        The matches are a list of ids, so the work is the number of matches whatever the size
+        of the table (as a plain OR, SQLite walks the table newest first to find them)."""
+        if dialect == "postgresql":
+            binary, top = ' COLLATE "C"', f"chr({TOP})"
+        else:
+            binary, top = "", f"char({TOP})"
+        search, name = param("search"), param("name")
+        matches = f"SELECT id FROM leads WHERE email{binary} >= {search} AND email{binary} < {search} || {top}"
+        if "@" not in self.search:
+            first = f"lower(first_name){binary}"
+            matches += f" UNION ALL SELECT id FROM leads WHERE {first} >= lower({name}) AND {first} < lower({name}) || {top}"
+        return f"id IN ({matches})"
 
 
 @dataclass(frozen=True)
@@ -94,6 +127,27 @@ def export_leads(db: Database, content: Content, filters: Filters, fmt: Format, 
                  progress: Callable[[int, int], None] = lambda step, total: None) -> int:
     """`mailer export`: check the request against the content, then stream the matching leads
     in a read transaction (on SQLite, signups and workers go on meanwhile); return how many."""
+    check(content, filters, fmt)
+    with db.engine.execution_options(mailer_read_only=True).connect() as connection:
+        return export(connection, filters, fmt, out, progress)
+
+
+def stream_leads(db: Database, content: Content, filters: Filters, fmt: Format) -> Iterator[bytes]:
+    """The dashboard's download: the same bytes as `export_leads`, as blocks to stream. The
+    request is checked now (UnknownMagnet, InvalidRequest); the read transaction opens with the
+    first block and closes after the last, or when the browser goes away (the generator is closed)."""
+    check(content, filters, fmt)
+
+    def blocks() -> Iterator[bytes]:
+        with db.engine.execution_options(mailer_read_only=True).connect() as connection:
+            for block in chunks(connection, filters, fmt):
+                yield bytes(block)  # WSGI wants bytes; PostgreSQL's blocks are bytearrays
+
+    return blocks()
+
+
+def check(content: Content, filters: Filters, fmt: Format) -> None:
+    """The request against the content: a known magnet, known fields, --excel only with CSV."""
     if filters.magnet and filters.magnet not in content.magnets:
         raise UnknownMagnet(filters.magnet, content.magnets)
     unknown = [name for name in fmt.fields if name not in FIELDS]
@@ -101,30 +155,45 @@ def export_leads(db: Database, content: Content, filters: Filters, fmt: Format, 
         raise InvalidRequest(f"unknown field(s) {', '.join(unknown)}; fields: {','.join(FIELDS)}", "--fields")
     if fmt.excel and fmt.kind != "csv":
         raise InvalidRequest("applies to CSV only", "--excel")
-    with db.engine.execution_options(mailer_read_only=True).connect() as connection:
-        return export(connection, filters, fmt, out, progress)
 
 
 def export(connection, filters: Filters, fmt: Format, out: BinaryIO,
            progress: Callable[[int, int], None] = lambda step, total: None) -> int:
     """Write the matching leads to `out`, oldest first; return how many. `progress` hears
     (ids covered by this batch, ids to cover in all) after each batch."""
+    blocks = chunks(connection, filters, fmt, progress)
+    while True:
+        try:
+            out.write(next(blocks))
+        except StopIteration as done:
+            return done.value
+
+
+def chunks(connection, filters: Filters, fmt: Format,
+           progress: Callable[[int, int], None] = lambda step, total: None) -> Iterator[bytes | bytearray]:
+    """The export as blocks of bytes: the header, then one finished block per primary-key
+    range that has matching leads. The generator's return value is how many leads."""
     dialect = connection.dialect
     where, params = filters.sql(dialect)
     low, high = connection.execute(text(f"SELECT min(id), max(id) FROM leads WHERE {where}"), params).one()
-    out.write(fmt.header().encode())
+    header = fmt.header().encode()
+    if header:
+        yield header
     if low is None:
         return 0
-    write_batch = _copy_batches(connection, fmt, filters, out) if dialect.name == "postgresql" and \
-        fmt.kind == "csv" else _text_batches(connection, fmt, where, params, out)
+    batch = _copy_batches(connection, fmt, filters) if dialect.name == "postgresql" and \
+        fmt.kind == "csv" else _text_batches(connection, fmt, where, params)
     count = 0
     for start in range(low - 1, high, BATCH_IDS):
-        count += write_batch(start, start + BATCH_IDS)
+        block, rows = batch(start, start + BATCH_IDS)
+        if block:
+            yield block
+        count += rows
         progress(min(BATCH_IDS, high - start), high - low + 1)
     return count
 
 
-def _copy_batches(connection, fmt: Format, filters: Filters, out: BinaryIO):
+def _copy_batches(connection, fmt: Format, filters: Filters):
     """PostgreSQL's own CSV writer (RFC 4180 quoting), streamed a range at a time. It ends
     lines with LF; they become CRLF here (no cell can hold a line break: names and addresses
     are cleaned of control characters before they are stored)."""
@@ -136,19 +205,18 @@ def _copy_batches(connection, fmt: Format, filters: Filters, out: BinaryIO):
                  f"AND {condition} ORDER BY id) "
                  f"TO STDOUT WITH (FORMAT csv, DELIMITER '{fmt.separator}')")
 
-    def write(low: int, high: int) -> int:
+    def read(low: int, high: int) -> tuple[bytearray, int]:
         block, rows = bytearray(), 0
         with cursor.copy(statement, {**params, "low": low, "high": high}) as copy:
             for row in copy:  # one row per lead; a range is a few MB
                 block += row
                 rows += 1
-        out.write(block.replace(b"\n", b"\r\n"))
-        return rows
+        return block.replace(b"\n", b"\r\n"), rows
 
-    return write
+    return read
 
 
-def _text_batches(connection, fmt: Format, where: str, params: dict, out: BinaryIO):
+def _text_batches(connection, fmt: Format, where: str, params: dict):
     """One finished block of lines per range from the database: SQLite's CSV lines, or JSON
     Lines on either. PostgreSQL orders inside string_agg; SQLite before 3.44 cannot, but a
     rowid range is read in rowid order and the subquery's ORDER BY id costs no sort."""
@@ -161,13 +229,11 @@ def _text_batches(connection, fmt: Format, where: str, params: dict, out: Binary
         batch = text(f"SELECT group_concat(line, :end), count(*) FROM (SELECT {line} AS line FROM leads "
                      f"WHERE id > :low AND id <= :high AND {where} ORDER BY id)")
 
-    def write(low: int, high: int) -> int:
+    def read(low: int, high: int) -> tuple[bytes, int]:
         block, count = connection.execute(batch, {**params, "low": low, "high": high, "end": fmt.line_end}).one()
-        if block:
-            out.write((block + fmt.line_end).encode())
-        return count
+        return ((block + fmt.line_end).encode() if block else b""), count
 
-    return write
+    return read
 
 
 def _cell(name: str, dialect: str) -> str:

@@ -1,4 +1,4 @@
-"""What an operator does with the outbox: look, put failed mail back, cancel, resume marketing.
+"""What an operator does with the outbox: look, put failed mail back, cancel, pause and resume marketing.
 
 Each function opens its own transaction and returns plain data; the CLI and the dashboard
 only show it.
@@ -6,14 +6,22 @@ only show it.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from mailer.store import queries
 from mailer.store.database import Database
-from mailer.store.tables import Lead, LeadStatus, Outbox, OutboxStatus, Pause
+from mailer.store.tables import (
+    DeliveryAttempt,
+    Lead,
+    LeadStatus,
+    Outbox,
+    OutboxStatus,
+    Pause,
+)
 
 RETRYABLE = (OutboxStatus.FAILED, OutboxStatus.CANCELLED)  # cancelled ones only when named by id
 CANCELLABLE = (OutboxStatus.QUEUED, OutboxStatus.DEFERRED, OutboxStatus.FAILED)
@@ -84,3 +92,112 @@ def resume(db: Database) -> bool:
     """Lift the marketing pause a relay's policy refusal (5.7.x) set; False if there was none."""
     with db.transaction() as session:
         return queries.resume_marketing(session)
+
+
+# --- the dashboard: the overview's outbox state, the outbox page, the marketing pause ---------
+
+WAITING = (OutboxStatus.QUEUED, OutboxStatus.DEFERRED, OutboxStatus.FAILED)  # the overview's counts
+PAGE = 50
+REPLIES_SHOWN = 5  # a row's newest delivery attempts on the outbox page
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """Mail that has not gone out (queued, deferred, failed; zeros included), and the pause."""
+
+    counts: dict[OutboxStatus, int]
+    marketing_paused: Pause | None
+
+
+def waiting(db: Database) -> Waiting:
+    """Like overview(), but only the statuses of mail still waiting or stuck: each is a range of
+    ix_outbox_due (status first), so sent and cancelled mail, most of the table, is not read."""
+    with db.read_only() as session:
+        found = dict(session.execute(
+            select(Outbox.status, func.count()).where(Outbox.status.in_([s.value for s in WAITING]))
+            .group_by(Outbox.status)).all())
+        pause = session.get(Pause, queries.MARKETING)
+    return Waiting({status: found.get(status.value, 0) for status in WAITING}, pause)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One delivery attempt: when, the server's code and reply, and what it meant."""
+
+    at: datetime
+    code: int | None
+    reply: str
+    outcome: str
+
+
+@dataclass(frozen=True)
+class Row:
+    id: int
+    status: str
+    kind: str
+    sequence: str | None
+    step: str | None
+    recipient: str
+    lead_id: int | None
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime
+    last_error: str | None
+    replies: tuple[Reply, ...]  # the newest REPLIES_SHOWN attempts, oldest first
+
+    @property
+    def retryable(self) -> bool:
+        return self.status in RETRYABLE
+
+    @property
+    def cancellable(self) -> bool:
+        return self.status in CANCELLABLE
+
+
+@dataclass(frozen=True)
+class Page:
+    """The outbox page: a page of rows, and (as overview() has them) the counts and the pause."""
+
+    rows: list[Row]
+    older: int | None  # `before` for the next page; None: this is the last
+    counts: dict[OutboxStatus, int]
+    marketing_paused: Pause | None
+
+
+def page(db: Database, statuses: tuple[OutboxStatus, ...] = NEEDS_A_LOOK, *, before: int | None = None,
+         limit: int = PAGE) -> Page:
+    """Rows in these statuses, newest (highest id) first, `limit` at a time: keyset pagination
+    by id (`before`: the last id of the page before). Each with its newest delivery attempts;
+    with the counts of every status and the marketing pause, read in the same transaction."""
+    query = (select(Outbox).where(Outbox.status.in_([s.value for s in statuses]))
+             .order_by(Outbox.id.desc()).limit(limit + 1))
+    if before is not None:
+        query = query.where(Outbox.id < before)
+    with db.read_only() as session:
+        found = list(session.scalars(query))
+        more = len(found) > limit
+        found = found[:limit]
+        replies: dict[int, list[Reply]] = defaultdict(list)
+        if found:
+            for attempt in session.scalars(select(DeliveryAttempt)
+                                           .where(DeliveryAttempt.outbox_id.in_([row.id for row in found]))
+                                           .order_by(DeliveryAttempt.id)):
+                replies[attempt.outbox_id].append(Reply(attempt.at, attempt.code, attempt.reply, attempt.outcome))
+        rows = [Row(row.id, row.status, row.kind, row.sequence, row.step, row.recipient, row.lead_id, row.attempts,
+                    row.created_at, row.next_attempt_at, row.last_error, tuple(replies[row.id][-REPLIES_SHOWN:]))
+                for row in found]
+        counts = queries.outbox_counts(session)
+        pause = session.get(Pause, queries.MARKETING)
+    return Page(rows, rows[-1].id if more else None, {status: counts.get(status, 0) for status in OutboxStatus},
+                pause)
+
+
+def pause(db: Database, reason: str, now: datetime) -> bool:
+    """Hold marketing mail back, as a relay's policy refusal does (the sender claims no
+    marketing rows and the drip job queues none until `resume`). False if it was paused
+    already: the first pause and its reason stay."""
+    with db.transaction() as session:
+        if session.get(Pause, queries.MARKETING) is not None:
+            return False
+        queries.pause_marketing(session, reason=reason, now=now)
+        return True

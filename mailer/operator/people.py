@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from mailer.errors import MailerError
+from mailer.errors import InvalidRequest, MailerError
 from mailer.operator.figures import counts
 from mailer.store import queries
 from mailer.store.database import Database
@@ -30,6 +30,7 @@ from mailer.store.tables import (
     Enrollment,
     ErasedTally,
     Lead,
+    LeadStatus,
     Outbox,
     OutboxStatus,
     Pause,
@@ -37,6 +38,7 @@ from mailer.store.tables import (
 )
 
 PURGE_BATCH = 500
+MAX_ID = 2**63 - 1  # the largest id a database column holds; a larger number names no lead
 
 
 class BeingSent(MailerError):
@@ -44,6 +46,22 @@ class BeingSent(MailerError):
 
     def __init__(self, email: str):
         super().__init__(f"a mail to {email} is being sent right now; try again in a minute")
+
+
+class UnknownLeadId(InvalidRequest):
+    """No lead has this id (the dashboard names leads by id): never was, or erased since."""
+
+    def __init__(self, lead_id: int):
+        super().__init__(f"no lead with id {lead_id}", "lead")
+        self.lead_id = lead_id
+
+
+class AddressMismatch(InvalidRequest):
+    """The address typed to confirm an erasure is not the lead's; nothing was erased."""
+
+    def __init__(self, lead_id: int):
+        super().__init__(f"the address typed is not the address of lead {lead_id}", "email")
+        self.lead_id = lead_id
 
 
 def address_hash(key: str, email: str) -> str:
@@ -58,6 +76,12 @@ def record(db: Database, email: str) -> dict:
         return lead_record(session, queries.require_lead(session, email))
 
 
+def record_by_id(db: Database, lead_id: int) -> dict:
+    """`record` for the lead with this id (the dashboard's lead page and its JSON export)."""
+    with db.read_only() as session:
+        return lead_record(session, _lead(session, lead_id))
+
+
 def erase_person(db: Database, transport, email: str, key: str, now: datetime) -> int:
     """Erase the person with this address (see `erase`), then the copies of their mails the
     transport keeps (the embedded default's .eml files), through its own `discard`. Returns
@@ -67,14 +91,61 @@ def erase_person(db: Database, transport, email: str, key: str, now: datetime) -
     return transport.discard(message_ids)
 
 
+def erase_lead(db: Database, transport, lead_id: int, typed: str, key: str, now: datetime) -> int:
+    """`erase_person` for the lead with this id, confirmed by its address as the operator typed
+    it (compared as addresses are stored: trimmed, lower case). AddressMismatch, UnknownLeadId
+    or BeingSent: nothing changed."""
+    with db.transaction() as session:
+        lead = _lead(session, lead_id, lock="erase")
+        if typed.strip().lower() != lead.email:
+            raise AddressMismatch(lead_id)
+        message_ids = erase(session, lead, key, now)
+    return transport.discard(message_ids)
+
+
 def unsubscribe_person(db: Database, funnel, email: str, via: str, now: datetime) -> bool:
     """Unsubscribe someone who asked by phone, mail or letter; a consent event records the
     operator and the channel ("operator:phone"). False if they were unsubscribed already."""
+    with db.transaction() as session:
+        return _unsubscribe(session, funnel, queries.require_lead(session, email, lock="change"), via, now)
+
+
+def unsubscribe_lead(db: Database, funnel, lead_id: int, via: str, now: datetime) -> bool:
+    """`unsubscribe_person` for the lead with this id."""
+    with db.transaction() as session:
+        return _unsubscribe(session, funnel, _lead(session, lead_id, lock="change"), via, now)
+
+
+def _unsubscribe(session: Session, funnel, lead: Lead, via: str, now: datetime) -> bool:
     from mailer.funnel.actions import Evidence
 
+    return funnel.unsubscribe_lead(session, lead, lead.magnet, Evidence(None, None, f"operator:{via}"), now)
+
+
+def resend_guide(db: Database, funnel, lead_id: int, now: datetime) -> str:
+    """Queue the guide of the lead's magnet again, as the funnel does for a confirmed lead who
+    signs up again (without asking for marketing consent): "queued"; "daily-limit" when the
+    funnel's cap of guide mails per address per day held it back. Only a confirmed lead gets
+    it: for another the answer is its status (pending, unsubscribed, undeliverable) and
+    nothing is queued. UnknownLeadId."""
     with db.transaction() as session:
-        lead = queries.require_lead(session, email, lock="change")
-        return funnel.unsubscribe_lead(session, lead, lead.magnet, Evidence(None, None, f"operator:{via}"), now)
+        lead = _lead(session, lead_id, lock="change")
+        if lead.status != LeadStatus.CONFIRMED:
+            return lead.status
+        return "queued" if funnel.resend_guide(session, lead, now) else "daily-limit"
+
+
+def _lead(session: Session, lead_id: int, lock: str | None = None) -> Lead:
+    """The lead with this id, locked as queries.find_lead locks; UnknownLeadId if there is none."""
+    if not 0 < lead_id <= MAX_ID:
+        raise UnknownLeadId(lead_id)
+    statement = select(Lead).where(Lead.id == lead_id)
+    if lock:
+        statement = statement.with_for_update(key_share=lock == "change")
+    lead = session.scalar(statement)
+    if lead is None:
+        raise UnknownLeadId(lead_id)
+    return lead
 
 
 def lead_record(session: Session, lead: Lead) -> dict:

@@ -72,3 +72,17 @@ def send_test(db: Database, composer, transport, content: Content, name: str, to
     with transport:
         transport.send_messages([envelope])
     return TestSent(ref, address, transport.last_reply)
+
+
+@dataclass(frozen=True)
+class StepMail:
+    sequence: Sequence
+    step: Step
+    mail: RenderedMail
+
+
+def step_mail(db: Database, renderer, content: Content, name: str, lead_email: str | None = None) -> StepMail:
+    """A drip step (`sequence/key`) with its mail as the recipient sees it; InvalidRequest if
+    there is no such step."""
+    sequence, step = find_step(content, name)
+    return StepMail(sequence, step, render_step(db, renderer, content, name, lead_email))

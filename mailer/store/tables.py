@@ -6,6 +6,7 @@ import enum
 from datetime import datetime, timezone
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -104,8 +105,22 @@ MARKETING_PRIORITY = 10  # this and above: held back while marketing is paused
 
 class Lead(Base):
     __tablename__ = "leads"
-    # AUTOINCREMENT: an erased lead's id is never handed to a new lead, so old links stay dead.
-    __table_args__ = {"sqlite_autoincrement": True}
+    __table_args__ = (
+        # The overview's signups and confirmations per day (migration 0010), magnet included.
+        Index("ix_leads_created", "created_at", "magnet"),
+        Index("ix_leads_confirmed", "confirmed_at", "magnet"),
+        # The dashboard's leads list (migration 0011): a filter's value then the id, for keyset
+        # pages newest first; the search's prefixes as index ranges (byte-wise: on PostgreSQL a
+        # second index on email, as the unique one has the database's collation).
+        Index("ix_leads_status_id", "status", "id"),
+        Index("ix_leads_magnet_id", "magnet", "id"),
+        # Migration 0011 makes the two expression indexes COLLATE "C" on PostgreSQL, which its
+        # reflection does not report (so the models cannot say it and still compare equal).
+        Index("ix_leads_name_prefix", text("lower(first_name)")),
+        Index("ix_leads_email_prefix", text("(email::text)")).ddl_if(dialect="postgresql"),
+        # AUTOINCREMENT: an erased lead's id is never handed to a new lead, so old links stay dead.
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)
@@ -140,6 +155,8 @@ class ConsentEvent(Base):
     database refuses UPDATE, and DELETE but for the leads in `erasures` (migration 0004)."""
 
     __tablename__ = "consent_events"
+    # The overview's consent and unsubscribes per day (migration 0010), covering its conditions.
+    __table_args__ = (Index("ix_consent_events_kind_at", "kind", "at", "magnet", "marketing_consent"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"), index=True)
@@ -166,6 +183,7 @@ class Erasure(Base):
 
 class Download(Base):
     __tablename__ = "downloads"
+    __table_args__ = (Index("ix_downloads_at", "at", "magnet"),)  # the overview's downloads per day
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"), index=True)
@@ -184,6 +202,8 @@ class Outbox(Base):
         # A bounce report without a VERP token (MAILER_BOUNCE_ADDRESS unset) is matched by the
         # Message-ID of the mail it quotes.
         Index("ix_outbox_message_id", "message_id"),
+        # The bounce and complaint warning: the mail sent in the last days.
+        Index("ix_outbox_sent", "status", "sent_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -467,7 +487,8 @@ class BounceReport(Base):
     once: `dedupe_key` is its own Message-ID, or the sha256 of its bytes when it has none."""
 
     __tablename__ = "bounce_reports"
-    __table_args__ = (Index("ix_bounce_reports_lead", "lead_id"), Index("ix_bounce_reports_kind_at", "kind", "received_at"))
+    __table_args__ = (Index("ix_bounce_reports_lead", "lead_id"), Index("ix_bounce_reports_kind_at", "kind", "received_at"),
+                      Index("ix_bounce_reports_outbox", "outbox_id"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     dedupe_key: Mapped[str] = mapped_column(String(300), unique=True)
@@ -513,6 +534,8 @@ class Operator(Base):
     password_hash: Mapped[str] = mapped_column(String(200))  # Argon2id, with its parameters
     # The TOTP secret (base32) once the operator confirmed a code from the app; None: no second factor.
     totp_secret: Mapped[str | None] = mapped_column(String(64))
+    # The time step (30 s) of the last code that logged in: a code is good once (RFC 6238 5.2).
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
     # sha256 of each unused recovery code, space-separated (each works once).
     recovery_codes: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from flask import flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 
-from mailer.errors import InvalidRequest
+from mailer.errors import InvalidRequest, MailerError
 from mailer.operator import accounts
 from mailer.store.tables import Role
 from mailer.web.admin import bp, common
@@ -239,7 +239,7 @@ def operator_remove():
     email = request.form.get("email", "")
     try:
         removed = accounts.remove(common.services().db, email)
-    except InvalidRequest:
+    except MailerError:
         flash("Deze beheerder bestaat niet, of is de laatste eigenaar.", "error")
         return redirect(url_for("admin.operators"))
     common.act("operators.remove", f"operator {removed.email}", "their sessions ended")
