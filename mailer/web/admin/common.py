@@ -8,6 +8,7 @@ from functools import wraps
 
 from flask import abort, current_app, render_template, request
 from flask_login import UserMixin, current_user
+from markupsafe import Markup, escape
 
 from mailer.operator import accounts, audit
 from mailer.operator.accounts import SignedIn
@@ -127,4 +128,10 @@ def nlpercent(value) -> str:
     return "-" if value is None else f"{value:.1%}".replace(".", ",")
 
 
-FILTERS = {"nldatetime": nldatetime, "nlnumber": nlnumber, "nlpercent": nlpercent}
+def breakable(address: str) -> Markup:
+    """An address that a narrow column breaks before its @ rather than anywhere."""
+    local, at, domain = address.partition("@")
+    return escape(local) + (Markup("<wbr>@") + escape(domain) if at else Markup(""))
+
+
+FILTERS = {"nldatetime": nldatetime, "nlnumber": nlnumber, "nlpercent": nlpercent, "breakable": breakable}
