@@ -22,6 +22,13 @@ def _password(confirm: bool = True) -> str:
     return line.rstrip("\r\n")
 
 
+def _audit(db, action: str, email: str, detail: str) -> None:
+    """Managing operators from the command line is an audit row too, as in the dashboard."""
+    from mailer.operator.audit import command_line, record
+
+    record(db, command_line(), action, utcnow(), target=f"operator {email}", detail=detail)
+
+
 @click.group("operator", help="""Who may log in to the dashboard (/beheer/), and as what.
 
 \b
@@ -44,7 +51,9 @@ def operator() -> None:
 def operator_add(email: str, role: str) -> None:
     from mailer.operator.accounts import add
 
-    added = add(services(check=False).db, email, _password(), role, utcnow())
+    db = services(check=False).db
+    added = add(db, email, _password(), role, utcnow())
+    _audit(db, "operators.add", added.email, f"role {added.role}")
     click.echo(f"{added.email} added as {added.role}")
 
 
@@ -53,7 +62,9 @@ def operator_add(email: str, role: str) -> None:
 def operator_passwd(email: str) -> None:
     from mailer.operator.accounts import set_password
 
-    ended = set_password(services(check=False).db, email, _password(), utcnow())
+    db = services(check=False).db
+    ended = set_password(db, email, _password(), utcnow())
+    _audit(db, "operators.passwd", email, f"{ended} session(s) ended")
     click.echo(f"password changed; {ended} session(s) ended")
 
 
@@ -62,7 +73,9 @@ def operator_passwd(email: str) -> None:
 def operator_remove(email: str) -> None:
     from mailer.operator.accounts import remove
 
-    removed = remove(services(check=False).db, email)
+    db = services(check=False).db
+    removed = remove(db, email)
+    _audit(db, "operators.remove", removed.email, "their sessions ended")
     click.echo(f"{removed.email} removed")
 
 
@@ -72,7 +85,9 @@ def operator_remove(email: str) -> None:
 def operator_reset_2fa(email: str) -> None:
     from mailer.operator.accounts import reset_second_factor
 
-    reset = reset_second_factor(services(check=False).db, email)
+    db = services(check=False).db
+    reset = reset_second_factor(db, email)
+    _audit(db, "operators.reset_2fa", reset.email, "their sessions ended")
     click.echo(f"second factor of {reset.email} switched off; they can set it up again after logging in")
 
 

@@ -24,6 +24,7 @@ from mailer.store.tables import Operator, OperatorSession, Role
 
 MIN_PASSWORD = 12
 MAX_PASSWORD = 1024  # Argon2 would hash a megabyte; nobody types that
+MAX_ADDRESS = 320
 RECOVERY_CODES = 10
 TOUCH_EVERY = timedelta(minutes=1)  # a session's last_seen_at is written at most this often
 
@@ -171,30 +172,28 @@ def set_password(db: Database, email: str, password: str, now: datetime) -> int:
         return _end_all(session, operator.id)
 
 
-def change_own_password(db: Database, operator_id: int, current: str, new: str, now: datetime) -> bool:
-    """A logged-in operator's password change (the current one asked again): False if `current`
-    is wrong; otherwise every session ends, this one too (the dashboard starts a new one)."""
-    from argon2.exceptions import VerificationError
-
+def change_own_password(db: Database, guard: "LoginGuard", operator_id: int, current: str, new: str,
+                        ip: str | None, now: datetime) -> None:
+    """A logged-in operator's password change, the current one asked again (counted by the
+    login guard like a login: a stolen session cannot try passwords): every session ends, this
+    one too (the dashboard starts a new one). AskedAgain, PasswordRefused."""
     with db.transaction() as session:
-        operator = session.get(Operator, operator_id)
-        try:
-            _hasher().verify(operator.password_hash, current)
-        except VerificationError:
-            return False
+        operator = _locked_operator(session, operator_id)
+        _ask_again(guard, operator, current, None, ip, now)
         check_password(new, operator.email)
         operator.password_hash = _hasher().hash(new)
         operator.password_changed_at = now
         _end_all(session, operator.id)
-    return True
 
 
 def remove(db: Database, email: str) -> OperatorView:
     """Remove an operator and end their sessions. The last owner cannot be removed."""
     with db.transaction() as session:
         operator = _find(session, email)
-        if operator.role == Role.OWNER and session.scalar(
-                select(func.count()).select_from(Operator).where(Operator.role == Role.OWNER.value)) == 1:
+        # The owners' rows locked: two owners removed at once cannot both see the other still there.
+        owners = session.scalars(select(Operator.id).where(Operator.role == Role.OWNER.value)
+                                 .with_for_update()).all()
+        if operator.role == Role.OWNER and len(owners) == 1:
             raise MailerError(f"{operator.email} is the last owner; add another owner first")
         view = _view(operator)
         _end_all(session, operator.id)
@@ -230,12 +229,6 @@ def reset_second_factor(db: Database, email: str) -> OperatorView:
 
 # --- the second factor ---------------------------------------------------------------------
 
-def new_totp_secret() -> str:
-    import pyotp
-
-    return pyotp.random_base32()
-
-
 def totp_uri(secret: str, email: str, issuer: str) -> str:
     import pyotp
 
@@ -258,27 +251,112 @@ def _totp_step(secret: str, code: str, now: datetime, after: int | None = None) 
     return None
 
 
-def enable_totp(db: Database, operator_id: int, secret: str, code: str, now: datetime) -> list[str]:
-    """Turn the second factor on once a code from the app fits the secret; returns the
-    recovery codes, shown once (only their hashes are kept)."""
-    step = _totp_step(secret, code, now)
-    if step is None:
-        raise CodeRefused("the code does not fit the secret")
-    codes = [base64.b32encode(secrets.token_bytes(5)).decode().lower() for _ in range(RECOVERY_CODES)]
+def start_totp(db: Database, guard: "LoginGuard", operator_id: int, password: str, ip: str | None,
+               now: datetime) -> str:
+    """Begin setting up the second factor, the password asked again: a new secret, kept with
+    the operator (not in the browser's cookie) until a code from the app confirms it."""
+    import pyotp
+
     with db.transaction() as session:
-        operator = session.get(Operator, operator_id)
-        operator.totp_secret = secret
-        operator.totp_last_step = step
+        operator = _locked_operator(session, operator_id)
+        if operator.totp_secret:
+            raise MailerError("the second factor is on already; switch it off first")
+        _ask_again(guard, operator, password, None, ip, now)
+        operator.totp_pending = pyotp.random_base32()
+        return operator.totp_pending
+
+
+def pending_totp(db: Database, operator_id: int) -> str | None:
+    with db.read_only() as session:
+        return session.scalar(select(Operator.totp_pending).where(Operator.id == operator_id))
+
+
+def enable_totp(db: Database, operator_id: int, code: str, now: datetime, keep: str) -> list[str]:
+    """Turn the second factor on once a code from the app fits the pending secret; the
+    operator's other sessions end (they were opened without it; session token `keep` stays).
+    Returns the recovery codes, to be shown once: only their hashes are kept."""
+    with db.transaction() as session:
+        operator = _locked_operator(session, operator_id)
+        step = _totp_step(operator.totp_pending, code, now) if operator.totp_pending else None
+        if step is None:
+            raise CodeRefused("the code does not fit the secret")
+        codes = [base64.b32encode(secrets.token_bytes(5)).decode().lower() for _ in range(RECOVERY_CODES)]
+        operator.totp_secret, operator.totp_pending, operator.totp_last_step = operator.totp_pending, None, step
         operator.recovery_codes = " ".join(_hash_token(c) for c in codes)
+        _end_all(session, operator.id, keep=keep)
     return [f"{c[:4]}-{c[4:]}" for c in codes]
 
 
-def disable_totp(db: Database, operator_id: int) -> None:
+class SecondFactorRequired(MailerError):
+    def __init__(self):
+        super().__init__("owners must keep the second factor (MAILER_ADMIN_REQUIRE_2FA)")
+
+
+def disable_totp(db: Database, guard: "LoginGuard", operator_id: int, password: str, code: str, ip: str | None,
+                 now: datetime, *, required_for_owners: bool, keep: str) -> None:
+    """Switch the second factor off, the password and a code (or a recovery code) asked again;
+    the operator's other sessions end. SecondFactorRequired for an owner when
+    MAILER_ADMIN_REQUIRE_2FA is on; AskedAgain."""
     with db.transaction() as session:
-        operator = session.get(Operator, operator_id)
-        operator.totp_secret = None
-        operator.totp_last_step = None
+        operator = _locked_operator(session, operator_id)
+        if required_for_owners and operator.role == Role.OWNER:
+            raise SecondFactorRequired()
+        _ask_again(guard, operator, password, code, ip, now)
+        operator.totp_secret = operator.totp_pending = operator.totp_last_step = None
         operator.recovery_codes = ""
+        _end_all(session, operator.id, keep=keep)
+
+
+class AskedAgain(MailerError):
+    """The password (or code) asked again before a change did not fit, or the guard holds the
+    account; `locked_now`: this failure locked it (an audit row)."""
+
+    def __init__(self, locked: bool, locked_now: bool = False):
+        super().__init__("the account is locked for a while" if locked else "the password or code does not fit")
+        self.locked = locked
+        self.locked_now = locked_now
+
+
+def _ask_again(guard: "LoginGuard", operator: Operator, password: str, code: str | None, ip: str | None,
+               now: datetime) -> None:
+    """Check the password again (and, with `code` given, the second factor), counted by the
+    login guard like a login."""
+    from argon2.exceptions import InvalidHashError, VerificationError
+
+    if guard.locked(operator.email, ip):
+        raise AskedAgain(locked=True)
+    try:
+        fits = _hasher().verify(operator.password_hash, password[:MAX_PASSWORD])
+    except (VerificationError, InvalidHashError):
+        fits = False
+    if fits and code is not None:
+        fits = _second_factor(operator, code, now)
+    if not fits:
+        locked_now = guard.failed(operator.email, ip)
+        raise AskedAgain(locked=locked_now, locked_now=locked_now)
+
+
+def _second_factor(operator: Operator, code: str, now: datetime) -> bool:
+    """Whether `code` is the app's current code (each once) or an unused recovery code (used
+    up by this). The caller holds the operator's row locked."""
+    step = _totp_step(operator.totp_secret, code, now, after=operator.totp_last_step) \
+        if operator.totp_secret else None
+    if step is not None:
+        operator.totp_last_step = step
+        return True
+    typed = _hash_token("".join(code.lower().replace("-", "").split()))
+    left = operator.recovery_codes.split()
+    if typed in left:
+        left.remove(typed)
+        operator.recovery_codes = " ".join(left)
+        return True
+    return False
+
+
+def _locked_operator(session, operator_id: int) -> Operator:
+    """The operator's row, locked until the transaction ends (on PostgreSQL; a SQLite writer
+    holds the whole database): two requests with one code cannot both use it."""
+    return session.scalars(select(Operator).where(Operator.id == operator_id).with_for_update()).one()
 
 
 # --- logging in ----------------------------------------------------------------------------
@@ -293,6 +371,9 @@ class Attempt:
     outcome: str
     operator_id: int | None = None
     locked_now: bool = False
+    # The operator's address when the typed one is an account, for the audit row of a lock
+    # (never shown; an address that is no account is not kept: it may be anybody's).
+    account: str | None = None
 
 
 class LoginGuard:
@@ -342,17 +423,21 @@ def check_password_login(db: Database, guard: LoginGuard, email: str, password: 
     """The first step: address and password."""
     from argon2.exceptions import InvalidHashError, VerificationError
 
-    typed = email.strip().lower()
+    try:
+        typed = normalise_operator(email)  # as `add` stored it (an internationalised domain as IDNA)
+    except InvalidRequest:
+        typed = email.strip().lower()[:MAX_ADDRESS]  # no account has it; counted and answered alike
     if guard.locked(typed, ip):
         return Attempt("locked")
     hasher = _hasher()
     with db.read_only() as session:
         operator = session.scalar(select(Operator).where(Operator.email == typed))
+    account = operator.email if operator else None
     try:
         # An unknown address costs the same hash as a known one, so timing tells nothing either.
         hasher.verify(operator.password_hash if operator else _DUMMY.get(hasher), password[:MAX_PASSWORD])
     except (VerificationError, InvalidHashError):
-        return Attempt("wrong", locked_now=guard.failed(typed, ip))
+        return Attempt("wrong", locked_now=guard.failed(typed, ip), account=account)
     if operator is None:
         return Attempt("wrong", locked_now=guard.failed(typed, ip))
     if hasher.check_needs_rehash(operator.password_hash):
@@ -369,24 +454,14 @@ def check_code_login(db: Database, guard: LoginGuard, operator_id: int, code: st
                      now: datetime) -> Attempt:
     """The second step: a TOTP code, or one of the recovery codes (used up by this)."""
     with db.transaction() as session:
-        operator = session.get(Operator, operator_id)
+        operator = session.scalars(select(Operator).where(Operator.id == operator_id).with_for_update()).first()
         if operator is None or guard.locked(operator.email, ip):
-            return Attempt("locked")
-        step = _totp_step(operator.totp_secret, code, now, after=operator.totp_last_step) \
-            if operator.totp_secret else None
-        if step is not None:
-            operator.totp_last_step = step
-            guard.succeeded(operator.email)
-            return Attempt("ok", operator.id)
-        typed = _hash_token("".join(code.lower().replace("-", "").split()))
-        left = operator.recovery_codes.split()
-        if typed in left:
-            left.remove(typed)
-            operator.recovery_codes = " ".join(left)
+            return Attempt("locked", operator_id, account=operator.email if operator else None)
+        if _second_factor(operator, code, now):
             guard.succeeded(operator.email)
             return Attempt("ok", operator.id)
         email = operator.email
-    return Attempt("wrong", operator_id, locked_now=guard.failed(email, ip))
+    return Attempt("wrong", operator_id, locked_now=guard.failed(email, ip), account=email)
 
 
 class _Dummy:
@@ -443,8 +518,12 @@ def end_session(db: Database, token: str) -> None:
         session.execute(delete(OperatorSession).where(OperatorSession.token_hash == _hash_token(token)))
 
 
-def _end_all(session, operator_id: int) -> int:
-    return session.execute(delete(OperatorSession).where(OperatorSession.operator_id == operator_id)).rowcount
+def _end_all(session, operator_id: int, keep: str | None = None) -> int:
+    """End every session of the operator (but the one with token `keep`)."""
+    statement = delete(OperatorSession).where(OperatorSession.operator_id == operator_id)
+    if keep is not None:
+        statement = statement.where(OperatorSession.token_hash != _hash_token(keep))
+    return session.execute(statement).rowcount
 
 
 def purge_sessions(db: Database, now: datetime, idle: timedelta, absolute: timedelta) -> int:

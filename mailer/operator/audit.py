@@ -27,9 +27,20 @@ class Actor:
 
 def record(db: Database, actor: Actor, action: str, now: datetime, *, target: str = "", outcome: str = "done",
            detail: str = "") -> None:
-    with db.transaction() as session:
-        session.add(AuditEntry(at=now, operator_email=actor.email, action=action, target=target[:200],
-                               outcome=outcome, detail=detail, ip=actor.ip))
+    with db.transaction() as session:  # each column cut to its size: a long value never loses the row
+        session.add(AuditEntry(at=now, operator_email=actor.email and actor.email[:320], action=action[:60],
+                               target=target[:200], outcome=outcome[:20], detail=detail, ip=actor.ip and actor.ip[:45]))
+
+
+def command_line() -> Actor:
+    """The actor of a `mailer` command: whoever runs it on the server (no IP)."""
+    import getpass
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "?"
+    return Actor(f"command line ({user})", None)
 
 
 def entries(db: Database, *, before: int | None = None, action: str | None = None, limit: int = PAGE

@@ -534,6 +534,8 @@ class Operator(Base):
     password_hash: Mapped[str] = mapped_column(String(200))  # Argon2id, with its parameters
     # The TOTP secret (base32) once the operator confirmed a code from the app; None: no second factor.
     totp_secret: Mapped[str | None] = mapped_column(String(64))
+    # A secret being set up (Mijn account), until a code from the app confirms it.
+    totp_pending: Mapped[str | None] = mapped_column(String(64))
     # The time step (30 s) of the last code that logged in: a code is good once (RFC 6238 5.2).
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
     # sha256 of each unused recovery code, space-separated (each works once).

@@ -31,6 +31,7 @@ def upgrade() -> None:
     sa.Column('role', sa.String(length=10), nullable=False),
     sa.Column('password_hash', sa.String(length=200), nullable=False),
     sa.Column('totp_secret', sa.String(length=64), nullable=True),
+    sa.Column('totp_pending', sa.String(length=64), nullable=True),
     sa.Column('totp_last_step', sa.BigInteger(), nullable=True),
     sa.Column('recovery_codes', sa.Text(), nullable=False),
     sa.Column('created_at', sa.DateTime(), nullable=False),

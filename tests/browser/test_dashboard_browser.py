@@ -534,6 +534,7 @@ def test_logging_in_with_the_second_factor(site, browser):  # noqa: F811
     with site.server.log_on_failure():
         logged_in(page, base, TOTP_OWNER)
         page.locator("header .who").get_by_role("link", name=TOTP_OWNER).click()
+        page.get_by_label("Je wachtwoord (ter bevestiging)").fill(PASSWORD)
         page.get_by_role("button", name="Tweede stap instellen").click()
         secret = "".join(page.locator("code.secret").inner_text().split())
         expect(page.get_by_role("img", name=re.compile("QR-code"))).to_be_visible()

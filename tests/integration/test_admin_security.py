@@ -16,6 +16,7 @@ from mailer.web import create_app
 from conftest import CSRF_FIELD, OPERATOR_PASSWORD, Dashboard
 
 OPEN = {"admin.login", "admin.login_code"}
+OWN_ACCOUNT = {"admin.logout", "admin.password", "admin.totp_start", "admin.totp_enable", "admin.totp_disable"}
 
 
 def _dashboard_rules(app):
@@ -81,12 +82,15 @@ def test_every_dashboard_page_sends_the_csp_and_refuses_framing(app, dashboard):
 
 def test_a_viewer_is_refused_every_action_and_each_refusal_is_audited(app, dashboard, services):
     viewer = dashboard("viewer")
-    actions = [(rule, app.view_functions[rule.endpoint].action) for rule in _dashboard_rules(app)
-               if "POST" in rule.methods and hasattr(app.view_functions[rule.endpoint], "action")]
+    posts = [rule for rule in _dashboard_rules(app) if "POST" in rule.methods and rule.endpoint not in OPEN]
+    unguarded = {rule.endpoint for rule in posts if not hasattr(app.view_functions[rule.endpoint], "action")}
+    # Only what an operator does to their own session and account needs no role.
+    assert unguarded == OWN_ACCOUNT, "a POST without @common.requires must be about one's own account"
+    actions = [(rule, app.view_functions[rule.endpoint].action) for rule in posts if rule.endpoint not in unguarded]
     assert len(actions) >= 8, "the walk must see the dashboard's actions"
     for rule, action in actions:
         before = len(_audit(services))
-        answer = viewer.post(_path(rule), data={"ids": "1", "email": "x@example.nl"})
+        answer = viewer.post(_path(rule), data={"id": "1", "email": "x@example.nl"})
         assert answer.status_code == 403, (rule.rule, answer.status_code)
         assert "Geen toegang" in answer.get_data(as_text=True)
         rows = _audit(services)
@@ -230,7 +234,7 @@ def test_ten_failures_lock_the_account_for_fifteen_minutes_and_say_so_in_dutch(a
     assert right.status_code == 429, "the right password does not get in while the account is locked"
     assert browser.get("/beheer/audit").status_code == 302
     [lock] = _audit(services, "login.locked")
-    assert lock.target == "account anne@trainingsbureau.nl" and lock.ip == "127.0.0.1"
+    assert lock.target == "operator anne@trainingsbureau.nl" and lock.ip == "127.0.0.1"
     # Another account from the same address is not locked by this one.
     accounts.add(services.db, "bert@trainingsbureau.nl", OPERATOR_PASSWORD, "viewer", services.clock.now())
     assert _login(Dashboard(app, "bert@trainingsbureau.nl"), "bert@trainingsbureau.nl",
@@ -265,16 +269,21 @@ def test_the_lock_is_shared_by_every_web_worker_through_redis(make_services, sql
 
 
 def _enable_totp(owner: Dashboard, clock) -> tuple[str, list[str]]:
-    page = owner.post("/beheer/account/tweede-stap").get_data(as_text=True)
+    refused = owner.post("/beheer/account/tweede-stap", data={"password": "niet-het-wachtwoord"})
+    assert refused.status_code == 400 and "code klopt niet" in refused.get_data(as_text=True)
+    page = owner.post("/beheer/account/tweede-stap", data={"password": OPERATOR_PASSWORD}).get_data(as_text=True)
     secret = re.search(r'<code class="secret">([A-Z2-7 ]+)</code>', page).group(1).replace(" ", "")
     assert 'src="data:image/svg+xml' in page  # the QR code, as an image the CSP allows
+    assert secret not in owner.client.get_cookie("session").value  # kept on the server, not in the cookie
     wrong = owner.post("/beheer/account/tweede-stap/aan", data={"code": "000000"})
-    assert wrong.status_code == 400
+    assert wrong.status_code == 400 and secret in wrong.get_data(as_text=True).replace(" ", "")
     done = owner.post("/beheer/account/tweede-stap/aan", data={"code": pyotp.TOTP(secret).at(clock.now())})
-    assert done.status_code == 302
-    shown = owner.get("/beheer/account").get_data(as_text=True)
+    assert done.status_code == 200
+    shown = done.get_data(as_text=True)
     codes = re.findall(r"<li><code>([a-z2-7]{4}-[a-z2-7]{4})</code></li>", shown)
     assert len(codes) == 10
+    cookie = owner.client.get_cookie("session").value
+    assert not any(code.replace("-", "") in cookie or code in cookie for code in codes), "never in the cookie"
     assert "herstelcodes" not in owner.get("/beheer/account").get_data(as_text=True), "shown once"
     return secret, codes
 
@@ -341,7 +350,7 @@ def test_the_audit_page_shows_who_did_what_from_where(dashboard, services):
     owner = dashboard("owner")
     dashboard("viewer").post("/beheer/beheerders", data={"email": "x@example.nl"})
     page = owner.get("/beheer/audit").get_data(as_text=True)
-    assert "operators.manage" in page and "refused" in page and "viewer@trainingsbureau.nl" in page
+    assert "operators.manage" in page and "geweigerd" in page and "viewer@trainingsbureau.nl" in page
     assert "127.0.0.1" in page
     filtered = owner.get("/beheer/audit?actie=login").get_data(as_text=True)
     assert "operators.manage" not in filtered and "<code>login</code>" in filtered
@@ -356,3 +365,114 @@ def test_the_hourly_purge_deletes_expired_sessions(dashboard, services, clock):
     assert "deleted 1 expired dashboard session(s)" in done["purge-pending"]
     with services.db.read_only() as session:
         assert session.scalar(select(func.count()).select_from(OperatorSession)) == 0
+
+
+@pytest.mark.parametrize("target", ["//evil.example/beheer/", "/beheer/\r\nX-Injected: 1", "https://evil.example/",
+                                    "/beheer/\\\\evil.example", "/elders"])
+def test_after_the_login_only_a_dashboard_path_is_followed(app, services, target):
+    accounts.add(services.db, "anne@trainingsbureau.nl", OPERATOR_PASSWORD, "owner", services.clock.now())
+    browser = Dashboard(app, "x")
+    page = browser.client.get("/beheer/login")
+    token = CSRF_FIELD.search(page.get_data(as_text=True)).group(1)
+    answer = browser.client.post("/beheer/login", data={"csrf_token": token, "email": "anne@trainingsbureau.nl",
+                                                        "password": OPERATOR_PASSWORD, "next": target})
+    assert answer.status_code == 302 and answer.headers["Location"] == "/beheer/"
+
+
+def test_fifty_failures_from_one_address_lock_that_address(app, services):
+    for n in range(49):
+        assert _login(Dashboard(app, "x"), f"iemand{n}@trainingsbureau.nl", "niet-het-wachtwoord").status_code == 401
+    assert _login(Dashboard(app, "x"), "nog-iemand@trainingsbureau.nl", "niet-het-wachtwoord").status_code == 429
+    [lock] = _audit(services, "login.locked")
+    assert lock.target == "an address that is no account" and lock.ip == "127.0.0.1"
+    assert not any("iemand" in (row.target + (row.operator_email or "") + row.detail) for row in _audit(services)), \
+        "an address that is no account is not kept in the log"
+
+
+def test_a_long_typed_address_is_answered_and_locked_like_any_other(app, services):
+    long = "a" * 400 + "@trainingsbureau.nl"
+    for _ in range(9):
+        assert _login(Dashboard(app, "x"), long, "niet-het-wachtwoord").status_code == 401
+    assert _login(Dashboard(app, "x"), long, "niet-het-wachtwoord").status_code == 429
+    assert len(_audit(services, "login.locked")) == 1
+
+
+def test_failed_codes_lock_the_account_and_the_lock_names_it(app, dashboard, services, clock):
+    owner = dashboard("owner")
+    _enable_totp(owner, clock)
+    browser = Dashboard(app, owner.email)
+    _login(browser, owner.email, OPERATOR_PASSWORD)
+    token = CSRF_FIELD.search(browser.get("/beheer/login/code").get_data(as_text=True)).group(1)
+    answers = [browser.client.post("/beheer/login/code", data={"csrf_token": token, "code": "000000"}).status_code
+               for _ in range(9)]
+    # the wrong password asked again while setting it up (_enable_totp) was the first failure
+    assert answers == [401] * 8 + [429]
+    [lock] = _audit(services, "login.locked")
+    assert lock.target == f"operator {owner.email}"
+    assert _login(Dashboard(app, owner.email), owner.email, OPERATOR_PASSWORD).status_code == 429
+
+
+def test_a_code_of_the_step_before_or_after_is_taken_two_steps_away_is_not(app, dashboard, clock):
+    owner = dashboard("owner")
+    secret, _codes = _enable_totp(owner, clock)
+    totp = pyotp.TOTP(secret)
+    for offset, status in ((-60, 401), (60, 401), (30, 302)):
+        clock.advance(seconds=90)  # past the steps used before
+        browser = Dashboard(app, owner.email)
+        _login(browser, owner.email, OPERATOR_PASSWORD)
+        token = CSRF_FIELD.search(browser.get("/beheer/login/code").get_data(as_text=True)).group(1)
+        code = totp.at(clock.now().timestamp() + offset)
+        answer = browser.client.post("/beheer/login/code", data={"csrf_token": token, "code": code})
+        assert answer.status_code == status, offset
+
+
+def test_switching_the_second_factor_off_asks_password_and_code_and_ends_other_sessions(app, dashboard, clock,
+                                                                                       services):
+    owner = dashboard("owner")
+    secret, codes = _enable_totp(owner, clock)
+    other = Dashboard(app, owner.email)
+    _login(other, owner.email, OPERATOR_PASSWORD)
+    clock.advance(seconds=30)
+    token = CSRF_FIELD.search(other.get("/beheer/login/code").get_data(as_text=True)).group(1)
+    other.client.post("/beheer/login/code", data={"csrf_token": token, "code": pyotp.TOTP(secret).at(clock.now())})
+    assert other.get("/beheer/audit").status_code == 200
+
+    for data in ({"password": OPERATOR_PASSWORD, "code": "000000"}, {"password": "fout", "code": codes[0]}):
+        refused = owner.post("/beheer/account/tweede-stap/uit", data=data)
+        assert refused.status_code == 400
+    with services.db.read_only() as session:
+        assert session.scalar(select(Operator.totp_secret)) == secret
+    off = owner.post("/beheer/account/tweede-stap/uit", data={"password": OPERATOR_PASSWORD, "code": codes[1]})
+    assert off.status_code == 302
+    with services.db.read_only() as session:
+        assert session.scalar(select(Operator.totp_secret)) is None
+    assert owner.get("/beheer/audit").status_code == 200
+    assert other.get("/beheer/audit").status_code == 302, "the other session ended"
+    assert [row.action for row in _audit(services)][-1] == "account.totp_off"
+
+
+def test_an_owner_cannot_switch_the_required_second_factor_off(make_services, sqlite_url, clock):
+    services = make_services(sqlite_url, MAILER_ADMIN_REQUIRE_2FA="true")
+    app = create_app(services=services)
+    accounts.add(services.db, "anne@trainingsbureau.nl", OPERATOR_PASSWORD, "owner", clock.now())
+    owner = Dashboard(app, "anne@trainingsbureau.nl")
+    owner.log_in()
+    _secret, codes = _enable_totp(owner, clock)
+    answer = owner.post("/beheer/account/tweede-stap/uit", data={"password": OPERATOR_PASSWORD, "code": codes[0]})
+    assert answer.status_code == 302
+    assert "moet je de tweede stap aan laten staan" in owner.get("/beheer/account").get_data(as_text=True)
+    with services.db.read_only() as session:
+        assert session.scalar(select(Operator.totp_secret)) is not None
+
+
+def test_guessing_the_current_password_from_a_stolen_session_is_locked_like_a_login(dashboard, services):
+    owner = dashboard("owner")
+    for n in range(9):
+        answer = owner.post("/beheer/account/wachtwoord", data={"current": f"gok-{n}", "new": "een-nieuw-wachtwoord-1"})
+        assert answer.status_code == 400
+    assert owner.post("/beheer/account/wachtwoord", data={"current": "gok-9",
+                                                          "new": "een-nieuw-wachtwoord-1"}).status_code == 429
+    right = owner.post("/beheer/account/wachtwoord", data={"current": OPERATOR_PASSWORD,
+                                                           "new": "een-nieuw-wachtwoord-1"})
+    assert right.status_code == 429, "locked: not even the right password changes it"
+    assert _audit(services, "login.locked")[0].target == f"operator {owner.email}"

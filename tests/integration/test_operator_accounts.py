@@ -14,7 +14,7 @@ from conftest import OPERATOR_PASSWORD, Dashboard, make_env
 from sqlalchemy import select
 
 from mailer.cli import main
-from mailer.store.tables import Operator
+from mailer.store.tables import AuditEntry, Operator
 
 
 @pytest.fixture
@@ -103,11 +103,17 @@ def test_the_second_factor_can_be_reset_from_the_command_line(run, app, services
     run("add", "anne@trainingsbureau.nl", "--role", "owner", stdin=OPERATOR_PASSWORD + "\n")
     with services.db.read_only() as session:
         anne = session.scalar(select(Operator))
-    secret = accounts.new_totp_secret()
     import pyotp
 
-    accounts.enable_totp(services.db, anne.id, secret, pyotp.TOTP(secret).at(clock.now()), clock.now())
+    guard = accounts.LoginGuard("memory://")
+    secret = accounts.start_totp(services.db, guard, anne.id, OPERATOR_PASSWORD, None, clock.now())
+    accounts.enable_totp(services.db, anne.id, pyotp.TOTP(secret).at(clock.now()), clock.now(), keep="")
     browser = Dashboard(app, "anne@trainingsbureau.nl")
     assert browser.log_in().headers["Location"] == "/beheer/login/code"
     assert run("reset-2fa", "anne@trainingsbureau.nl").exit_code == 0
     assert Dashboard(app, "anne@trainingsbureau.nl").log_in().headers["Location"] == "/beheer/"
+    with services.db.read_only() as session:
+        logged = session.scalars(select(AuditEntry).order_by(AuditEntry.id)).all()
+    assert [(row.action, row.target) for row in logged if row.action.startswith("operators.")] == [
+        ("operators.add", "operator anne@trainingsbureau.nl"), ("operators.reset_2fa", "operator anne@trainingsbureau.nl")]
+    assert logged[0].operator_email.startswith("command line (")

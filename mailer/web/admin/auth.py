@@ -3,6 +3,8 @@ out, the operator's own account (password, second factor), and the operators (ow
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from flask import flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 
@@ -28,9 +30,11 @@ def _guard() -> accounts.LoginGuard:
 
 
 def _safe_next(target: str | None) -> str:
-    """Only a path of the dashboard itself (never another host)."""
-    if target and target.startswith("/beheer/") and not target.startswith("//") and "\\" not in target:
-        return target
+    """Only a path of the dashboard itself: no other host, no scheme, nothing a header cannot carry."""
+    if target and target.startswith("/beheer/") and target.isprintable() and "\\" not in target:
+        parts = urlsplit(target)
+        if not parts.scheme and not parts.netloc:
+            return target
     return url_for("admin.overview")
 
 
@@ -38,13 +42,18 @@ def _locked(email: str):
     return render_template("beheer/login.html", message=LOCKED, email=email, step="password"), 429
 
 
-def _audit_lock(email: str | None, attempt: accounts.Attempt) -> None:
+LOCK_DETAIL = "10 failed attempts for the account, or 50 from the IP address, within 15 minutes"
+
+
+def _audit_lock(attempt) -> None:
+    """A lock is an audit row; it names the account when the typed address is one (an address
+    that is no account may be anybody's, a lead's too, and the log keeps rows for ever)."""
     if attempt.locked_now:
         from mailer.operator import audit
 
-        audit.record(common.services().db, audit.Actor(email, request.remote_addr), "login.locked", common.now(),
-                     target=f"account {email}", outcome="refused",
-                     detail="10 failed logins for the account, or 50 from the address, within 15 minutes")
+        audit.record(common.services().db, audit.Actor(None, request.remote_addr), "login.locked", common.now(),
+                     target=f"operator {attempt.account}" if attempt.account else "an address that is no account",
+                     outcome="refused", detail=LOCK_DETAIL)
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -60,7 +69,7 @@ def login():
     services = common.services()
     attempt = accounts.check_password_login(services.db, _guard(), email, password, request.remote_addr,
                                             common.now())
-    _audit_lock(email, attempt)
+    _audit_lock(attempt)
     if attempt.outcome == "locked" or attempt.locked_now:
         return _locked(email)
     if attempt.outcome == "wrong":
@@ -88,7 +97,7 @@ def login_code():
     attempt = accounts.check_code_login(common.services().db, _guard(), operator_id, request.form.get("code", ""),
                                         request.remote_addr, common.now())
     if attempt.locked_now or attempt.outcome == "locked":
-        _audit_lock(None, attempt)
+        _audit_lock(attempt)
         session.clear()
         return _locked("")
     if attempt.outcome == "wrong":
@@ -97,16 +106,20 @@ def login_code():
 
 
 def _signed_in(operator_id: int, nxt: str | None):
-    services = common.services()
-    # A new session: whatever the browser brought (a planted cookie too) is dropped, and the
-    # token that identifies the login is made now, on the server.
-    session.clear()
-    token = accounts.start_session(services.db, operator_id, request.remote_addr, common.now())
-    signed = accounts.load_session(services.db, token, common.now(), common.idle(services.settings),
-                                   common.absolute(services.settings))
-    login_user(common.User(signed))
+    _new_session(operator_id)
     common.act("login")
     return redirect(_safe_next(nxt))
+
+
+def _new_session(operator_id: int) -> None:
+    """A new session: whatever the browser brought (a planted cookie too) is dropped, and the
+    token that identifies the login is made now, on the server."""
+    services = common.services()
+    logout_user()
+    session.clear()
+    token = accounts.start_session(services.db, operator_id, request.remote_addr, common.now())
+    login_user(common.User(accounts.load_session(services.db, token, common.now(), common.idle(services.settings),
+                                                 common.absolute(services.settings))))
 
 
 @bp.post("/uitloggen")
@@ -123,40 +136,46 @@ def logout():
 
 @bp.get("/account")
 def account():
-    return render_template("beheer/account.html", setup=None, codes=session.pop("recovery_codes", None))
+    return _account_page()
+
+
+def _account_page(status: int = 200, **shown):
+    """Mijn account; `shown`: a setup in progress, the recovery codes (once), a message per form."""
+    return render_template("beheer/account.html", **{"setup": None, "codes": None, **shown}), status
+
+
+def _asked_again(refused: accounts.AskedAgain, form: str):
+    """The password (or code) asked again did not fit: say so at the form; a lock as at the login."""
+    _audit_lock(accounts.Attempt("wrong", locked_now=refused.locked_now, account=current_user.signed.email))
+    if refused.locked:
+        return _account_page(429, **{form: LOCKED})
+    return _account_page(400, **{form: "Je wachtwoord of code klopt niet. Er is niets veranderd."})
 
 
 @bp.post("/account/wachtwoord")
 def password():
-    services = common.services()
     try:
-        changed = accounts.change_own_password(services.db, current_user.signed.id, request.form.get("current", ""),
-                                               request.form.get("new", ""), common.now())
+        accounts.change_own_password(common.services().db, _guard(), current_user.signed.id, request.form.get("current", ""),
+                                     request.form.get("new", ""), request.remote_addr, common.now())
+    except accounts.AskedAgain as refused:
+        return _asked_again(refused, "password_error")
     except accounts.PasswordRefused as refused:
-        return render_template("beheer/account.html", setup=None, codes=None, password_error=refused.dutch), 400
-    if not changed:
-        return render_template("beheer/account.html", setup=None, codes=None,
-                               password_error="Je huidige wachtwoord klopt niet. Er is niets veranderd."), 400
+        return _account_page(400, password_error=refused.dutch)
     common.act("account.password", f"operator {current_user.signed.email}", "every session of the operator ended")
-    # Every session ended, this one too: a new one for this browser, as at a login.
-    return _signed_in_again(current_user.signed.id, "Je wachtwoord is gewijzigd. Je andere sessies zijn beëindigd.")
-
-
-def _signed_in_again(operator_id: int, message: str):
-    services = common.services()
-    logout_user()
-    session.clear()
-    token = accounts.start_session(services.db, operator_id, request.remote_addr, common.now())
-    login_user(common.User(accounts.load_session(services.db, token, common.now(), common.idle(services.settings),
-                                                 common.absolute(services.settings))))
-    flash(message, "info")
+    _new_session(current_user.signed.id)  # every session ended, this one too: a new one for this browser
+    flash("Je wachtwoord is gewijzigd. Je andere sessies zijn beëindigd.", "info")
     return redirect(url_for("admin.account"))
 
 
 @bp.post("/account/tweede-stap")
 def totp_start():
-    secret = accounts.new_totp_secret()
-    session["totp_secret"] = secret
+    try:
+        secret = accounts.start_totp(common.services().db, _guard(), current_user.signed.id,
+                                     request.form.get("password", ""), request.remote_addr, common.now())
+    except accounts.AskedAgain as refused:
+        return _asked_again(refused, "totp_error")
+    except MailerError:  # on already
+        return redirect(url_for("admin.account"))
     return _totp_page(secret)
 
 
@@ -164,8 +183,7 @@ def _totp_page(secret: str, error: str | None = None, status: int = 200):
     org = common.services().content.organisation.name
     uri = accounts.totp_uri(secret, current_user.signed.email, org)
     grouped = " ".join(secret[i:i + 4] for i in range(0, len(secret), 4))
-    return render_template("beheer/account.html", setup={"secret": grouped, "uri": uri, "qr": _qr(uri)},
-                           codes=None, totp_error=error), status
+    return _account_page(status, setup={"secret": grouped, "qr": _qr(uri)}, totp_error=error)
 
 
 def _qr(uri: str) -> str:
@@ -176,29 +194,37 @@ def _qr(uri: str) -> str:
 
 @bp.post("/account/tweede-stap/aan")
 def totp_enable():
-    secret = session.get("totp_secret")
-    if not secret:
-        return redirect(url_for("admin.account"))
+    services = common.services()
     try:
-        codes = accounts.enable_totp(common.services().db, current_user.signed.id, secret, request.form.get("code", ""),
-                                     common.now())
+        codes = accounts.enable_totp(services.db, current_user.signed.id, request.form.get("code", ""), common.now(),
+                                     keep=current_user.signed.token)
     except accounts.CodeRefused:
+        secret = accounts.pending_totp(services.db, current_user.signed.id)
+        if secret is None:
+            return redirect(url_for("admin.account"))
         return _totp_page(secret, "Deze code klopt niet. Kijk of de tijd op je telefoon goed staat en probeer "
                                   "de nieuwste code.", 400)
-    session.pop("totp_secret", None)
-    common.act("account.totp_on", f"operator {current_user.signed.email}")
-    session["recovery_codes"] = codes
-    flash("De tweede stap staat aan. Bewaar de herstelcodes hieronder op een veilige plek.", "info")
-    return redirect(url_for("admin.account"))
+    common.act("account.totp_on", f"operator {current_user.signed.email}", "the operator's other sessions ended")
+    current_user.signed = accounts.load_session(services.db, current_user.signed.token, common.now(),
+                                                common.idle(services.settings), common.absolute(services.settings))
+    # The codes go to this answer only (never into the cookie, never stored but as hashes).
+    return _account_page(message="De tweede stap staat aan. Bewaar de herstelcodes hieronder op een veilige plek.",
+                         codes=codes)
 
 
 @bp.post("/account/tweede-stap/uit")
 def totp_disable():
-    if common.services().settings.admin_require_2fa and current_user.signed.role == Role.OWNER:
+    services = common.services()
+    try:
+        accounts.disable_totp(services.db, _guard(), current_user.signed.id, request.form.get("password", ""),
+                              request.form.get("code", ""), request.remote_addr, common.now(),
+                              required_for_owners=services.settings.admin_require_2fa, keep=current_user.signed.token)
+    except accounts.SecondFactorRequired:
         flash("Als eigenaar moet je de tweede stap aan laten staan.", "error")
         return redirect(url_for("admin.account"))
-    accounts.disable_totp(common.services().db, current_user.signed.id)
-    common.act("account.totp_off", f"operator {current_user.signed.email}")
+    except accounts.AskedAgain as refused:
+        return _asked_again(refused, "totp_error")
+    common.act("account.totp_off", f"operator {current_user.signed.email}", "the operator's other sessions ended")
     flash("De tweede stap staat uit.", "info")
     return redirect(url_for("admin.account"))
 
