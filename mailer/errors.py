@@ -22,6 +22,23 @@ class InvalidRequest(MailerError):
         self.option = option
 
 
+class Refused(MailerError):
+    """The operator layer said no for a reason a face may word itself: `code` names the reason
+    (stable: the dashboard says it in Dutch by it); the message is the command line's English."""
+
+    def __init__(self, message: str, code: str):
+        super().__init__(message)
+        self.code = code
+
+
+class RefusedRequest(InvalidRequest):
+    """As Refused, for a request whose `option` the command line points at."""
+
+    def __init__(self, message: str, option: str | None, code: str):
+        super().__init__(message, option)
+        self.code = code
+
+
 class UnknownLead(MailerError):
     """No lead has this address (an operator named someone who is not, or no longer, there)."""
 

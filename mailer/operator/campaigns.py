@@ -33,7 +33,7 @@ from sqlalchemy.exc import IntegrityError
 from mailer.content.files import Content
 from mailer.content.newsletters import Audience, Newsletter, click_sequence
 from mailer.delivery.kinds import KINDS, newsletter_ref
-from mailer.errors import InvalidRequest, MailerError
+from mailer.errors import Refused, RefusedRequest
 from mailer.operator.archive import body_parts
 from mailer.operator.newsletters import SAMPLE_SIZE, AudienceView, audience, audience_query, content_hash, find
 from mailer.store import queries
@@ -81,18 +81,20 @@ class SubjectTest:
         """The test the command's options ask for (defaults for share and hours), or None."""
         if subject is None:
             if share is not None or hours is not None:
-                raise InvalidRequest("--ab-share and --ab-hours belong to a subject test: give --ab-subject too",
-                                     "--ab-subject")
+                raise RefusedRequest("--ab-share and --ab-hours belong to a subject test: give --ab-subject too",
+                                     "--ab-subject", "ab-without-subject")
             return None
         return cls(subject, AB_SHARE_DEFAULT if share is None else share, AB_HOURS_DEFAULT if hours is None else hours)
 
     def check(self) -> None:
         if not self.subject.strip():
-            raise InvalidRequest("the B subject is empty", "--ab-subject")
+            raise RefusedRequest("the B subject is empty", "--ab-subject", "ab-subject-empty")
         if not 2 <= self.share <= 100:
-            raise InvalidRequest(f"{self.share} is not a share from 2 to 100 (percent of the audience)", "--ab-share")
+            raise RefusedRequest(f"{self.share} is not a share from 2 to 100 (percent of the audience)", "--ab-share",
+                                 "ab-share")
         if not 0 < self.hours <= AB_HOURS_MAX:
-            raise InvalidRequest(f"{self.hours} is not a number of hours from 0 to {AB_HOURS_MAX}", "--ab-hours")
+            raise RefusedRequest(f"{self.hours} is not a number of hours from 0 to {AB_HOURS_MAX}", "--ab-hours",
+                                 "ab-hours")
 
 
 @dataclass(frozen=True)
@@ -144,12 +146,14 @@ def schedule(db: Database, content: Content, slug: str, *, now: datetime, start_
                 if not no_test and session.scalar(select(TestSend.id).where(
                         TestSend.slug == slug, TestSend.content_hash == digest).limit(1)) is None:
                     option = " --ab-subject ..." if what == "the B subject" else ""
-                    raise MailerError(f"newsletter {slug}: no test was sent of {what}; run `mailer newsletter test "
-                                      f"{slug} --to YOU{option}` first (or give --no-test)")
+                    raise Refused(f"newsletter {slug}: no test was sent of {what}; run `mailer newsletter test "
+                                  f"{slug} --to YOU{option}` first (or give --no-test)",
+                                  "untested-b-subject" if option else "untested")
             live = session.scalar(select(Campaign).where(Campaign.slug == slug,
                                                          Campaign.status.in_([s.value for s in LIVE_CAMPAIGN])))
             if live is not None:
-                raise MailerError(f"{live_error} ({live.status}, starts {live.start_at.isoformat()}); cancel it first")
+                raise Refused(f"{live_error} ({live.status}, starts {live.start_at.isoformat()}); cancel it first",
+                              "live-campaign")
             campaign = Campaign(slug=slug, status=CampaignStatus.SCHEDULED.value,
                                 start_at=(start_at or now).astimezone(timezone.utc),
                                 content_hash=digests[0], filters=filters_json(newsletter.audience), checkpoint=0,
@@ -161,7 +165,7 @@ def schedule(db: Database, content: Content, slug: str, *, now: datetime, start_
             session.flush()
             return _view(campaign)
     except IntegrityError:  # another `send` of this slug committed first
-        raise MailerError(f"{live_error} (scheduled a moment ago); cancel it first") from None
+        raise Refused(f"{live_error} (scheduled a moment ago); cancel it first", "live-campaign") from None
 
 
 def _current(session, slug: str) -> Campaign:
@@ -170,8 +174,8 @@ def _current(session, slug: str) -> Campaign:
                                                      Campaign.status != CampaignStatus.CANCELLED.value)
                               .order_by(Campaign.id.desc()).limit(1).with_for_update())
     if campaign is None:
-        raise InvalidRequest(f"newsletter {slug!r} has no campaign (schedule one with `mailer newsletter send`)",
-                             "SLUG")
+        raise RefusedRequest(f"newsletter {slug!r} has no campaign (schedule one with `mailer newsletter send`)",
+                             "SLUG", "no-campaign")
     return campaign
 
 
@@ -202,7 +206,8 @@ def resume(db: Database, slug: str, *, now: datetime) -> CampaignView:
     with db.transaction() as session:
         campaign = _current(session, slug)
         if campaign.status != CampaignStatus.PAUSED:
-            raise InvalidRequest(f"newsletter {slug}: its campaign is {campaign.status}, not paused", "SLUG")
+            raise RefusedRequest(f"newsletter {slug}: its campaign is {campaign.status}, not paused", "SLUG",
+                                 "not-paused")
         if campaign.ab_subject and campaign.ab_winner is None and campaign.paused_at is not None:
             first_sent = session.scalar(select(func.min(Outbox.sent_at)).where(_mine(campaign.id)))
             if first_sent is not None and first_sent < now:
@@ -588,8 +593,8 @@ def figures(db: Database, slug: str, *, zone: ZoneInfo) -> CampaignFigures:
     with db.read_only() as session:
         campaign = session.scalar(select(Campaign).where(Campaign.slug == slug).order_by(Campaign.id.desc()).limit(1))
         if campaign is None:
-            raise InvalidRequest(f"newsletter {slug!r} has no campaign (schedule one with `mailer newsletter send`)",
-                                 "SLUG")
+            raise RefusedRequest(f"newsletter {slug!r} has no campaign (schedule one with `mailer newsletter send`)",
+                                 "SLUG", "no-campaign")
         return _figures(session, campaign, zone, with_failures=True)
 
 

@@ -13,7 +13,7 @@ The dashboard streams the same bytes to a browser (`stream_leads`): `export` is 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from datetime import date, datetime, time, timedelta, timezone
 from typing import BinaryIO, Callable, Iterator
 
 from sqlalchemy import text
@@ -48,12 +48,11 @@ class Filters:
 
     @classmethod
     def for_days(cls, statuses=(), magnet: str | None = None, marketing_consent: bool | None = None,
-                 since: date | None = None, until: date | None = None, *, zone: tzinfo = timezone.utc,
-                 search: str | None = None) -> "Filters":
-        """Filters for leads who signed up on `since` .. `until`: days in `zone` (the command:
-        UTC; the dashboard: the office's), both inclusive."""
+                 since: date | None = None, until: date | None = None, *, search: str | None = None) -> "Filters":
+        """Filters for leads who signed up on `since` .. `until`: UTC days (as `mailer stats`
+        and erased_tallies count them), both inclusive; the command and the dashboard alike."""
         def start(day: date) -> datetime:
-            return datetime.combine(day, time(0), zone).astimezone(timezone.utc)
+            return datetime.combine(day, time(0), timezone.utc)
 
         return cls(tuple(statuses), magnet, marketing_consent, since and start(since),
                    until and start(until + timedelta(days=1)), (search or "").strip() or None)

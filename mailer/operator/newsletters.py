@@ -20,7 +20,7 @@ from mailer.content.newsletters import SLUG, Audience, Newsletter, load_newslett
 from mailer.delivery.composer import FrozenMail
 from mailer.delivery.kinds import MailRef, newsletter_ref
 from mailer.delivery.rendering import Recipient, RenderedMail
-from mailer.errors import InvalidRequest, MailerError
+from mailer.errors import InvalidRequest, MailerError, RefusedRequest
 from mailer.store import queries
 from mailer.store.database import Database
 from mailer.store.tables import Click, Download, Enrollment, EnrollmentStatus, Lead, LeadStatus, TestSend
@@ -55,7 +55,7 @@ def find(content: Content, slug: str) -> Newsletter:
     newsletter = content.newsletters.get(slug)
     if newsletter is None:
         known = ", ".join(content.newsletters) or "none (no newsletters/ in the content folder)"
-        raise InvalidRequest(f"{slug!r} is not a newsletter. Newsletters: {known}", "SLUG")
+        raise RefusedRequest(f"{slug!r} is not a newsletter. Newsletters: {known}", "SLUG", "unknown-newsletter")
     return newsletter
 
 
@@ -113,9 +113,9 @@ def send_test(db: Database, composer, transport, content: Content, slug: str, to
     try:
         address = validate_email(to, check_deliverability=False).normalized
     except EmailNotValidError as exc:
-        raise InvalidRequest(str(exc), "--to") from None
+        raise RefusedRequest(str(exc), "--to", "bad-address") from None
     if subject is not None and not subject.strip():
-        raise InvalidRequest("the subject is empty", "--ab-subject")
+        raise RefusedRequest("the subject is empty", "--ab-subject", "ab-subject-empty")
     newsletter = find(content, slug)
     magnet, shown = _recipient(db, content, lead_email)
     ref = newsletter_ref(content, slug, magnet)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from mailer.store import queries
 from mailer.store.database import Database
@@ -30,7 +31,7 @@ NEEDS_A_LOOK = (OutboxStatus.DEFERRED, OutboxStatus.FAILED)  # what `outbox list
 
 @dataclass(frozen=True)
 class Overview:
-    counts: dict[OutboxStatus, int]  # every status, zeros included, in the order of the enum
+    counts: dict[OutboxStatus, int]  # the statuses asked for, zeros included, in the order asked
     marketing_paused: Pause | None
 
 
@@ -42,11 +43,24 @@ class Changed:
     refused: tuple[int, ...] = ()
 
 
-def overview(db: Database) -> Overview:
+def counts(session: Session, statuses: tuple[OutboxStatus, ...]) -> dict[OutboxStatus, int]:
+    """Rows per status, for these statuses only (zeros included, in the order given). Each is a
+    range of ix_outbox_due (status first), so a status left out is not read: the dashboard
+    leaves out sent mail, most of the table."""
+    found = dict(session.execute(select(Outbox.status, func.count())
+                                 .where(Outbox.status.in_([status.value for status in statuses]))
+                                 .group_by(Outbox.status)).all())
+    return {status: found.get(status.value, 0) for status in statuses}
+
+
+def _overview(session: Session, statuses: tuple[OutboxStatus, ...]) -> Overview:
+    return Overview(counts(session, statuses), session.get(Pause, queries.MARKETING))
+
+
+def overview(db: Database, statuses: tuple[OutboxStatus, ...] = tuple(OutboxStatus)) -> Overview:
+    """The counts of these statuses (`mailer outbox`: every one, sent mail too) and the marketing pause."""
     with db.read_only() as session:
-        found = queries.outbox_counts(session)
-        pause = session.get(Pause, queries.MARKETING)
-    return Overview({status: found.get(status, 0) for status in OutboxStatus}, pause)
+        return _overview(session, statuses)
 
 
 def rows(db: Database, statuses: tuple[OutboxStatus, ...] = NEEDS_A_LOOK, limit: int = 50) -> list[Outbox]:
@@ -97,27 +111,17 @@ def resume(db: Database) -> bool:
 # --- the dashboard: the overview's outbox state, the outbox page, the marketing pause ---------
 
 WAITING = (OutboxStatus.QUEUED, OutboxStatus.DEFERRED, OutboxStatus.FAILED)  # the overview's counts
+# The outbox page's counts: every status but sent (most of the table; shown per lead on the
+# lead's page and in the figures).
+UNSENT = tuple(status for status in OutboxStatus if status is not OutboxStatus.SENT)
 PAGE = 50
 REPLIES_SHOWN = 5  # a row's newest delivery attempts on the outbox page
 
 
-@dataclass(frozen=True)
-class Waiting:
-    """Mail that has not gone out (queued, deferred, failed; zeros included), and the pause."""
-
-    counts: dict[OutboxStatus, int]
-    marketing_paused: Pause | None
-
-
-def waiting(db: Database) -> Waiting:
-    """Like overview(), but only the statuses of mail still waiting or stuck: each is a range of
-    ix_outbox_due (status first), so sent and cancelled mail, most of the table, is not read."""
-    with db.read_only() as session:
-        found = dict(session.execute(
-            select(Outbox.status, func.count()).where(Outbox.status.in_([s.value for s in WAITING]))
-            .group_by(Outbox.status)).all())
-        pause = session.get(Pause, queries.MARKETING)
-    return Waiting({status: found.get(status.value, 0) for status in WAITING}, pause)
+def waiting(db: Database) -> Overview:
+    """Mail that has not gone out (queued, deferred, failed; zeros included), and the pause: the
+    dashboard's overview."""
+    return overview(db, WAITING)
 
 
 @dataclass(frozen=True)
@@ -156,11 +160,11 @@ class Row:
 
 @dataclass(frozen=True)
 class Page:
-    """The outbox page: a page of rows, and (as overview() has them) the counts and the pause."""
+    """The outbox page: a page of rows, and the counts (every status but sent) and the pause."""
 
     rows: list[Row]
     older: int | None  # `before` for the next page; None: this is the last
-    counts: dict[OutboxStatus, int]
+    counts: dict[OutboxStatus, int]  # UNSENT
     marketing_paused: Pause | None
 
 
@@ -168,7 +172,7 @@ def page(db: Database, statuses: tuple[OutboxStatus, ...] = NEEDS_A_LOOK, *, bef
          limit: int = PAGE) -> Page:
     """Rows in these statuses, newest (highest id) first, `limit` at a time: keyset pagination
     by id (`before`: the last id of the page before). Each with its newest delivery attempts;
-    with the counts of every status and the marketing pause, read in the same transaction."""
+    with the counts of the UNSENT statuses and the marketing pause, read in the same transaction."""
     query = (select(Outbox).where(Outbox.status.in_([s.value for s in statuses]))
              .order_by(Outbox.id.desc()).limit(limit + 1))
     if before is not None:
@@ -186,10 +190,8 @@ def page(db: Database, statuses: tuple[OutboxStatus, ...] = NEEDS_A_LOOK, *, bef
         rows = [Row(row.id, row.status, row.kind, row.sequence, row.step, row.recipient, row.lead_id, row.attempts,
                     row.created_at, row.next_attempt_at, row.last_error, tuple(replies[row.id][-REPLIES_SHOWN:]))
                 for row in found]
-        counts = queries.outbox_counts(session)
-        pause = session.get(Pause, queries.MARKETING)
-    return Page(rows, rows[-1].id if more else None, {status: counts.get(status, 0) for status in OutboxStatus},
-                pause)
+        state = _overview(session, UNSENT)
+    return Page(rows, rows[-1].id if more else None, state.counts, state.marketing_paused)
 
 
 def pause(db: Database, reason: str, now: datetime) -> bool:

@@ -11,7 +11,7 @@ from email_validator import EmailNotValidError, validate_email
 from mailer.content.files import Content, Sequence, Step
 from mailer.delivery.kinds import MailRef
 from mailer.delivery.rendering import Recipient, RenderedMail
-from mailer.errors import InvalidRequest
+from mailer.errors import InvalidRequest, RefusedRequest
 from mailer.store import queries
 from mailer.store.database import Database
 from mailer.store.tables import MailKind
@@ -64,7 +64,7 @@ def send_test(db: Database, composer, transport, content: Content, name: str, to
     try:
         address = validate_email(to, check_deliverability=False).normalized
     except EmailNotValidError as exc:
-        raise InvalidRequest(str(exc), "--to") from None
+        raise RefusedRequest(str(exc), "--to", "bad-address") from None
     ref = step_ref(content, name)
     shown = example_recipient(db, lead_email)
     envelope, _ = composer.compose(ref, Recipient(shown.lead_id, address, shown.first_name),
@@ -81,8 +81,8 @@ class StepMail:
     mail: RenderedMail
 
 
-def step_mail(db: Database, renderer, content: Content, name: str, lead_email: str | None = None) -> StepMail:
-    """A drip step (`sequence/key`) with its mail as the recipient sees it; InvalidRequest if
-    there is no such step."""
+def step_mail(db: Database, renderer, content: Content, name: str) -> StepMail:
+    """A drip step (`sequence/key`) with its mail as the recipient sees it (addressed to the
+    example recipient); InvalidRequest if there is no such step."""
     sequence, step = find_step(content, name)
-    return StepMail(sequence, step, render_step(db, renderer, content, name, lead_email))
+    return StepMail(sequence, step, render_step(db, renderer, content, name))

@@ -204,6 +204,8 @@ class Outbox(Base):
         Index("ix_outbox_message_id", "message_id"),
         # The bounce and complaint warning: the mail sent in the last days.
         Index("ix_outbox_sent", "status", "sent_at"),
+        # The sequences page: sent drip mail per step, counted from the index alone.
+        Index("ix_outbox_kind_status_step", "kind", "status", "sequence", "step"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -316,6 +318,8 @@ class Click(Base):
     """A click on a link in a drip mail, through the signed redirect."""
 
     __tablename__ = "clicks"
+    # The sequences page: the leads who clicked, per step (read from the index alone).
+    __table_args__ = (Index("ix_clicks_step", "sequence", "step", "lead_id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"), index=True)

@@ -11,6 +11,8 @@ leads as on ten thousand. ix_leads_created, ix_leads_confirmed, ix_downloads_at 
 ix_consent_events_kind_at carry the other columns their counts test (magnet, marketing
 consent), so a count never visits the table. ix_outbox_sent and ix_bounce_reports_outbox serve the
 bounce and complaint warning (operator/bounces.rates over the last seven days' sent mail).
+ix_outbox_kind_status_step and ix_clicks_step serve the sequences page (operator/figures.step_totals:
+the sent drip mail and the clicking leads per step, each counted from its index alone).
 """
 from alembic import op
 
@@ -26,6 +28,8 @@ INDEXES = (
     ('ix_consent_events_kind_at', 'consent_events', ['kind', 'at', 'magnet', 'marketing_consent']),
     ('ix_outbox_sent', 'outbox', ['status', 'sent_at']),
     ('ix_bounce_reports_outbox', 'bounce_reports', ['outbox_id']),
+    ('ix_outbox_kind_status_step', 'outbox', ['kind', 'status', 'sequence', 'step']),
+    ('ix_clicks_step', 'clicks', ['sequence', 'step', 'lead_id']),
 )
 
 

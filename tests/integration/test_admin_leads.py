@@ -7,7 +7,8 @@ import html
 import io
 import json
 import re
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from urllib.parse import parse_qsl
 
 import pytest
 from markupsafe import escape
@@ -37,6 +38,12 @@ def people(services, visitor, client):
     deliver(services)
     with services.db.read_only() as session:
         return {lead.first_name: lead.id for lead in session.scalars(select(Lead))}
+
+
+
+def form(query: str) -> dict:
+    """The download form's fields, as the list's query string names them."""
+    return dict(parse_qsl(query))
 
 
 def bulk(services, count: int, start_day: date = date(2026, 10, 1)) -> None:
@@ -154,11 +161,24 @@ def test_bad_filters_get_a_dutch_answer(dashboard, people, query, message):
     assert message in page.get_data(as_text=True)
 
 
+@pytest.mark.parametrize("query", ["vanaf=0001-01-01", "tot=9999-12-31", "vanaf=0001-01-01&tot=0001-01-01",
+                                   "vanaf=9999-12-31&tot=9999-12-31", "vanaf=1969-12-31", "tot=99999-01-01"])
+def test_dates_outside_the_calendar_get_a_dutch_answer_on_the_list_and_the_csv(dashboard, people, query):
+    owner = dashboard("owner")
+    page = owner.get(f"/beheer/leads?{query}")
+    assert page.status_code == 400 and "geen geldige datum (jjjj-mm-dd)" in page.get_data(as_text=True)
+    csv = owner.post("/beheer/leads.csv", data=form(f"{query}"))
+    assert csv.status_code == 302
+    assert "geen geldige datum (jjjj-mm-dd)" in owner.get(csv.headers["Location"]).get_data(as_text=True)
+
+
 def test_odd_cursors_and_search_text_and_unknown_leads_get_a_friendly_answer(dashboard, people):
     viewer = dashboard("viewer")
     everyone = [people["=cmd"], people["Bram"], people["Anne"]]
     assert lead_ids(viewer.get("/beheer/leads?voor=abc")) == everyone
     assert lead_ids(viewer.get("/beheer/leads?voor=99999999999999999999999")) == everyone
+    assert lead_ids(viewer.get("/beheer/leads?na=99999999999999999999999")) == everyone
+    assert lead_ids(viewer.get("/beheer/leads?voor=-99999999999999999999999")) == everyone
     assert lead_ids(viewer.get("/beheer/leads?q=an%00ne")) == [people["Anne"]]
     for path in ("/beheer/leads/999999", "/beheer/leads/99999999999999999999999"):
         missing = viewer.get(path)
@@ -170,20 +190,19 @@ def test_odd_cursors_and_search_text_and_unknown_leads_get_a_friendly_answer(das
 def test_the_csv_is_the_export_of_the_same_filters_and_is_audited(dashboard, people, services):
     owner = dashboard("owner")
     assert "Download als CSV" in owner.get("/beheer/leads").get_data(as_text=True)
-    everyone = owner.get("/beheer/leads.csv")
+    everyone = owner.post("/beheer/leads.csv", data=form(""))
     assert everyone.status_code == 200 and everyone.mimetype == "text/csv"
     assert "attachment" in everyone.headers["Content-Disposition"]
     assert everyone.get_data() == exported(services, Filters())
     assert b"'=cmd" in everyone.get_data()  # a formula comes out as text
-    confirmed = owner.get("/beheer/leads.csv?status=confirmed&toestemming=nee&excel=1")
+    confirmed = owner.post("/beheer/leads.csv", data=form("status=confirmed&toestemming=nee&excel=1"))
     assert confirmed.get_data() == exported(services, Filters(("confirmed",), marketing_consent=False),
                                              Format(excel=True))
     assert b"bram@provincie.nl" in confirmed.get_data() and b"anne@" not in confirmed.get_data()
     today = services.clock.now().date()
-    dated = owner.get(f"/beheer/leads.csv?vanaf={today}&tot={today}")
-    zone = services.settings.drip_window.zone
-    assert dated.get_data() == exported(services, Filters.for_days(since=today, until=today, zone=zone))
-    searched = owner.get("/beheer/leads.csv?q=anne@gemeente.nl")
+    dated = owner.post("/beheer/leads.csv", data=form(f"vanaf={today}&tot={today}"))
+    assert dated.get_data() == exported(services, Filters.for_days(since=today, until=today))
+    searched = owner.post("/beheer/leads.csv", data=form("q=anne@gemeente.nl"))
     assert searched.get_data() == exported(services, Filters(search="anne@gemeente.nl"))
     assert searched.get_data().count(b"\r\n") == 2  # the header and Anne
     rows = audit(services, "leads.export")
@@ -192,9 +211,36 @@ def test_the_csv_is_the_export_of_the_same_filters_and_is_audited(dashboard, peo
     assert "anne" not in rows[3].detail and "search term" in rows[3].detail  # the audit log names no one
 
 
+def late_signup(services, day: date) -> int:
+    """A lead who signed up at 23:30 UTC on `day`: 00:30 or 01:30 the next day in the Netherlands."""
+    moment = datetime.combine(day, time(23, 30), UTC)
+    with services.db.transaction() as session:
+        lead = Lead(email="laat@voorbeeld.nl", first_name="Laat", status="confirmed", magnet="mini-guide",
+                    marketing_consent=True, created_at=moment, updated_at=moment)
+        session.add(lead)
+        session.flush()
+        return lead.id
+
+
+def test_the_list_and_the_csv_cut_days_in_utc_as_mailer_export_does(dashboard, people, services):
+    """Dates pick the same leads as `mailer export --since D --until D` (UTC days), also for a
+    signup late in the evening, which falls on the next day in the Netherlands."""
+    owner = dashboard("owner")
+    day = services.clock.now().date()
+    late = late_signup(services, day)
+    following = day + timedelta(days=1)
+    for on, included in ((day, True), (following, False)):
+        csv = owner.post("/beheer/leads.csv", data=form(f"vanaf={on}&tot={on}")).get_data()
+        assert csv == exported(services, Filters.for_days(since=on, until=on))  # what the CLI builds
+        assert (b"laat@voorbeeld.nl" in csv) is included
+        assert (late in lead_ids(owner.get(f"/beheer/leads?vanaf={on}&tot={on}"))) is included
+    page = owner.get("/beheer/leads").get_data(as_text=True)
+    assert "Aangemeld vanaf (UTC)" in page and "Aangemeld tot en met (UTC)" in page
+
+
 @pytest.mark.parametrize("role", ["viewer", "editor"])
 def test_only_an_owner_may_download_the_csv(dashboard, people, services, role):
-    refused = dashboard(role).get("/beheer/leads.csv")
+    refused = dashboard(role).post("/beheer/leads.csv", data=form(""))
     assert refused.status_code == 403 and b"anne@" not in refused.get_data()
     [row] = audit(services, "leads.export")
     assert row.outcome == "refused"
@@ -202,7 +248,7 @@ def test_only_an_owner_may_download_the_csv(dashboard, people, services, role):
 
 def test_a_bad_filter_on_the_csv_goes_back_to_the_list_with_a_message(dashboard, people):
     owner = dashboard("owner")
-    answer = owner.get("/beheer/leads.csv?magneet=bestaat-niet")
+    answer = owner.post("/beheer/leads.csv", data=form("magneet=bestaat-niet"))
     assert answer.status_code == 302
     assert "Er is geen gids" in owner.get(answer.headers["Location"]).get_data(as_text=True)
 

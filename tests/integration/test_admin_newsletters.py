@@ -14,6 +14,7 @@ from conftest import OPERATOR_PASSWORD, START, Dashboard
 from sqlalchemy import func, select
 
 from mailer.delivery.transports.memory import MemoryTransport
+from mailer.errors import SettingsError
 from mailer.operator import campaigns
 from mailer.operator.accounts import add
 from mailer.store.tables import (
@@ -115,9 +116,18 @@ def test_bad_filters_get_a_dutch_answer(dashboard):
     answer = viewer.get(f"{PAGE}?na=gisteren&gids=bestaat-niet&geklikt=nergens")
     html = _text(answer)
     assert answer.status_code == 400
-    assert "Aangemeld vanaf: ‘gisteren’ is geen datum" in html
+    assert "Aangemeld op of na: ‘gisteren’ is geen geldige datum (gebruik jjjj-mm-dd)." in html
     assert "Onbekende gids in het filter" in html and "Onbekende link in het filter" in html
     assert "leads nu" in html  # counted without them
+
+
+@pytest.mark.parametrize("query", ["voor=0001-01-01", "na=0001-01-01", "voor=9999-12-31", "na=9999-12-31",
+                                   "na=1969-12-31&voor=10000-01-01"])
+def test_audience_dates_outside_the_calendar_get_a_dutch_answer(dashboard, query):
+    answer = dashboard("viewer").get(f"{PAGE}?{query}")
+    html = _text(answer)
+    assert answer.status_code == 400
+    assert "is geen geldige datum (gebruik jjjj-mm-dd)." in html and "leads nu" in html
 
 
 def test_an_unknown_newsletter_is_a_dutch_404(dashboard):
@@ -169,7 +179,22 @@ def test_a_test_send_reaches_the_transport_is_recorded_and_allows_scheduling(ser
 def test_a_test_to_a_bad_address_is_refused_in_dutch(services, dashboard, transport):
     answer = dashboard("editor").post(f"{PAGE}/test", {"to": "geen adres"}, follow_redirects=True)
     assert "Dit is geen geldig e-mailadres" in _text(answer)
-    assert transport.outbox == [] and _audit(services, "newsletter.test") == []
+    assert transport.outbox == []
+    [entry] = _audit(services, "newsletter.test")
+    assert entry.outcome == "failed" and entry.detail == "not sent: not a valid address"
+
+
+def test_a_test_that_fails_before_the_relay_says_why_and_is_audited(services, dashboard, monkeypatch):
+    def misconfigured():
+        raise SettingsError("MAILER_MAIL_URL: unknown scheme 'smtpx'")
+
+    monkeypatch.setattr(services, "transport", misconfigured)
+    html = _text(dashboard("editor").post(f"{PAGE}/test", {"to": "ik@trainingsbureau.nl"}, follow_redirects=True))
+    assert "Dat lukte niet; er is niets veranderd. De reden (in het Engels):" in html and "unknown scheme" in html
+    [entry] = _audit(services, "newsletter.test")
+    assert entry.outcome == "failed" and "unknown scheme" in entry.detail and "ik@" not in entry.detail
+    with services.db.read_only() as session:
+        assert session.scalar(select(func.count()).select_from(TestSend)) == 0
 
 
 def test_a_refusing_relay_is_told_in_dutch_with_its_reply(make_services, database_url, faulty_smtp):
@@ -224,8 +249,10 @@ def test_scheduling_is_refused_in_dutch_until_this_content_was_tested(services, 
 
 def test_the_no_test_box_schedules_at_once_and_bad_times_are_refused(services, dashboard):
     editor = dashboard("editor")
-    bad = editor.post(f"{PAGE}/plannen", {"start": "morgen", "no_test": "1"}, follow_redirects=True)
-    assert "De starttijd is geen geldige datum en tijd" in _text(bad) and _campaigns(services) == []
+    for start in ("morgen", "0001-01-01T00:00", "9999-12-31T23:59", "1969-12-31T23:00", "2026-12-02T09:00+99:00"):
+        bad = editor.post(f"{PAGE}/plannen", {"start": start, "no_test": "1"}, follow_redirects=True)
+        assert bad.status_code == 200, start
+        assert "De starttijd is geen geldige datum en tijd" in _text(bad) and _campaigns(services) == [], start
     answer = editor.post(f"{PAGE}/plannen", {"no_test": "1"}, follow_redirects=True)
     assert answer.status_code == 200
     [campaign] = _campaigns(services)
@@ -243,6 +270,9 @@ def test_a_subject_test_is_checked_and_scheduled(services, dashboard):
     words = editor.post(f"{PAGE}/plannen", {"no_test": "1", "ab_subject": "B", "ab_hours": "veel"},
                         follow_redirects=True)
     assert "moeten getallen zijn" in _text(words)
+    hours = editor.post(f"{PAGE}/plannen", {"no_test": "1", "ab_subject": "B", "ab_hours": "500"},
+                        follow_redirects=True)
+    assert "De onderwerptest moet langer dan 0 en hooguit 336 uur duren" in _text(hours)
     untested = editor.post(f"{PAGE}/plannen", {"ab_subject": "Drie nieuwe groepen"}, follow_redirects=True)
     assert "Er is nog geen testmail verstuurd" in _text(untested)
     assert _campaigns(services) == []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 
 from conftest import Visitor
 from sqlalchemy import update
@@ -105,6 +105,9 @@ def test_bad_input_gets_a_dutch_message_and_the_default_period(services, client,
         ("periode=eigen&van=gisteren&tot=2026-12-01", "Vul een geldige begin- en einddatum in"),
         ("periode=eigen&van=2026-12-05&tot=2026-12-01", "De einddatum ligt voor de begindatum"),
         ("periode=eigen&van=2020-01-01&tot=2026-12-01", "hoogstens 366 dagen"),
+        ("periode=eigen&van=9999-12-31&tot=9999-12-31", "Vul een geldige begin- en einddatum in"),
+        ("periode=eigen&van=0001-01-01&tot=0001-01-01", "Vul een geldige begin- en einddatum in"),
+        ("periode=eigen&van=9998-12-31&tot=9999-12-31", "Vul een geldige begin- en einddatum in"),
         ("periode=365", "Deze periode kennen we niet"),
         ("magneet=bestaat-niet", "Deze gids bestaat niet"),
     ):
@@ -124,3 +127,18 @@ def test_an_erased_person_still_counts_as_a_signup(services, client, dashboard):
     erase_person(services.db, MemoryTransport(), "weg@example.nl", services.settings.secret_keys[0],
                  services.clock.now())
     assert figure(dashboard("viewer").get("/beheer/").get_data(as_text=True), "signups") == 2
+
+
+def test_a_signup_late_in_the_evening_counts_on_its_utc_day(services, client, dashboard):
+    """23:30 UTC is already the next day in the Netherlands; the overview counts UTC days (as
+    `mailer stats` does, and as the page says), so the signup is on the first day."""
+    day = services.clock.now().date()
+    services.clock.set(datetime.combine(day, time(23, 30), UTC))
+    Visitor(client, services.clock).sign_up("laat@example.nl")
+    owner = dashboard("owner")
+    following = day + timedelta(days=1)
+    assert figure(owner.get(f"/beheer/?periode=eigen&van={day}&tot={day}").get_data(as_text=True), "signups") == 1
+    assert figure(owner.get(f"/beheer/?periode=eigen&van={following}&tot={following}").get_data(as_text=True),
+                  "signups") == 0
+    html = owner.get("/beheer/?periode=7").get_data(as_text=True)  # "today" is the UTC day: it has the signup
+    assert figure(html, "signups") == 1 and "Van (UTC)" in html and "Tot en met (UTC)" in html

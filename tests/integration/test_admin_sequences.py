@@ -7,12 +7,13 @@ from __future__ import annotations
 from email import message_from_bytes, policy
 
 import pytest
-from conftest import OPERATOR_PASSWORD, Dashboard
+from conftest import OPERATOR_PASSWORD, Dashboard, free_port
 from sqlalchemy import func, select
 from test_drip import ANCHOR, DAY, enrol
 from test_drip_walk import changed_content
 
 from mailer.delivery.transports.memory import MemoryTransport
+from mailer.errors import SettingsError
 from mailer.operator.accounts import add
 from mailer.store.tables import AuditEntry, Click, Lead
 from mailer.web import create_app
@@ -60,6 +61,27 @@ def test_the_page_shows_every_step_with_its_day_and_its_sends_and_clicks(service
     assert "dag 25" in html and "Overgeslagen als de lead de gids al downloadde" in html
     assert "3 leads zitten nu in deze reeks" in html
     assert "Geen wijzigingen sinds de laatste drip-run" in html  # the run recorded the steps
+
+
+def test_an_erased_leads_send_and_click_still_count(services, clock, dashboard):
+    from mailer.operator.people import erase_person
+
+    enrol(services, 3, ANCHOR)
+    clock.set(ANCHOR + 2 * DAY)
+    services.drip.run(services.db, clock.now())
+    assert services.sender(MemoryTransport(), worker="test").dispatch_all().sent == 3
+    with services.db.transaction() as session:
+        lead = session.scalar(select(Lead).order_by(Lead.id).limit(1))
+        session.add(Click(lead_id=lead.id, sequence="mini-guide", step="gids-in-de-praktijk", link="guide",
+                          at=clock.now()))
+        email = lead.email
+    erase_person(services.db, MemoryTransport(), email, services.settings.secret_keys[0], clock.now())
+    with services.db.read_only() as session:
+        assert session.scalar(select(func.count()).select_from(Lead)) == 2  # gone, with its mail and click
+
+    html = _text(dashboard("viewer").get("/beheer/reeksen"))
+    first = html[html.index("gids-in-de-praktijk</code>"):html.index("nog-niet-gelezen</code>")]
+    assert '<td class="num">3</td>' in first and '<td class="num">1</td>' in first  # sent, clicked
 
 
 def test_before_any_drip_run_the_plan_says_there_is_nothing_to_compare(dashboard):
@@ -154,7 +176,35 @@ def test_a_viewer_may_not_send_a_test(services, dashboard, transport):
 def test_a_bad_address_gets_a_dutch_answer_and_nothing_is_sent(services, dashboard, transport):
     answer = dashboard("editor").post(f"{STEP}/test", {"to": "geen-adres"}, follow_redirects=True)
     assert answer.status_code == 200 and "Dit is geen geldig e-mailadres" in _text(answer)
-    assert transport.outbox == [] and _audit(services, "sequence.test") == []
+    assert transport.outbox == []
+    [entry] = _audit(services, "sequence.test")
+    assert entry.outcome == "failed" and entry.detail == "not sent: not a valid address"
+
+
+def test_a_test_that_fails_before_the_relay_says_why_and_is_audited(services, dashboard, monkeypatch):
+    def misconfigured():
+        raise SettingsError("MAILER_MAIL_URL: unknown scheme 'smtpx'")
+
+    monkeypatch.setattr(services, "transport", misconfigured)
+    html = _text(dashboard("editor").post(f"{STEP}/test", {"to": "ik@trainingsbureau.nl"}, follow_redirects=True))
+    assert "Dat lukte niet; er is niets veranderd. De reden (in het Engels):" in html
+    assert 'class="flash flash-reden"' in html and "unknown scheme" in html
+    [entry] = _audit(services, "sequence.test")
+    assert entry.outcome == "failed" and "unknown scheme" in entry.detail and "ik@" not in entry.detail
+
+
+def test_a_relay_that_does_not_answer_is_told_in_dutch(make_services, database_url):
+    unreachable = make_services(database_url, MAILER_MAIL_URL=f"smtp://127.0.0.1:{free_port()}?timeout=5")
+    add(unreachable.db, "editor@trainingsbureau.nl", OPERATOR_PASSWORD, "editor", unreachable.clock.now())
+    app = create_app(services=unreachable)
+    app.config["TESTING"] = True
+    editor = Dashboard(app, "editor@trainingsbureau.nl")
+    assert editor.log_in().status_code == 302
+    html = _text(editor.post(f"{STEP}/test", {"to": "ik@trainingsbureau.nl"}, follow_redirects=True))
+    assert "De testmail is niet verstuurd" in html
+    assert "Antwoord van de mailserver: geen antwoord:" in html and "no reply" not in html
+    [entry] = _audit(unreachable, "sequence.test")
+    assert entry.outcome == "failed"
 
 
 def test_a_test_of_an_unknown_step_is_a_404(dashboard, transport):

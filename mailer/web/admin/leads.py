@@ -14,7 +14,7 @@ from mailer.operator import export, people
 from mailer.operator import leads as listing
 from mailer.operator.figures import UnknownMagnet
 from mailer.store.tables import LeadStatus
-from mailer.web.admin import bp, common
+from mailer.web.admin import bp, common, forms
 
 STATUSES = {LeadStatus.PENDING: "wacht op bevestiging", LeadStatus.CONFIRMED: "bevestigd",
             LeadStatus.UNSUBSCRIBED: "afgemeld", LeadStatus.UNDELIVERABLE: "onbestelbaar"}
@@ -43,11 +43,17 @@ class BadInput(ValueError):
     """A filter the list cannot use; the message says so in Dutch."""
 
 
-def _filters() -> tuple[export.Filters, dict[str, str]]:
-    """The list's filters from the query string, and the values as typed (for the form)."""
-    typed = {name: (request.args.get(name) or "").strip() for name in FIELDS}
+def _typed(given=None) -> dict[str, str]:
+    """The list's parameters as typed (the query string; the download's form), for the form and the links."""
+    given = request.args if given is None else given
+    typed = {name: (given.get(name) or "").strip() for name in FIELDS}
     # Names and addresses are stored without control characters (and PostgreSQL refuses a NUL).
     typed["q"] = "".join(c for c in typed["q"] if c.isprintable())[:MAX_SEARCH]
+    return typed
+
+
+def _filters(typed: dict[str, str]) -> export.Filters:
+    """The list's filters: `mailer export`'s, with its UTC days (as every page of the dashboard)."""
     if typed["status"] and typed["status"] not in STATUSES:
         raise BadInput("Kies een status uit de lijst.")
     if typed["toestemming"] not in CONSENT:
@@ -55,17 +61,13 @@ def _filters() -> tuple[export.Filters, dict[str, str]]:
     since, until = _day(typed["vanaf"], "vanaf"), _day(typed["tot"], "tot en met")
     if since and until and until < since:
         raise BadInput("De datum 'tot en met' ligt voor de datum 'vanaf'.")
-    zone = common.services().settings.drip_window.zone  # the office's days, as the times on the page
-    filters = export.Filters.for_days((typed["status"],) if typed["status"] else (), typed["magneet"] or None,
-                                      CONSENT[typed["toestemming"]], since, until, zone=zone, search=typed["q"])
-    return filters, typed
+    return export.Filters.for_days((typed["status"],) if typed["status"] else (), typed["magneet"] or None,
+                                   CONSENT[typed["toestemming"]], since, until, search=typed["q"])
 
 
 def _day(value: str, name: str) -> date | None:
-    if not value:
-        return None
     try:
-        return date.fromisoformat(value)
+        return forms.day(value)
     except ValueError:
         raise BadInput(f"De datum bij '{name}' is geen geldige datum (jjjj-mm-dd).") from None
 
@@ -84,10 +86,10 @@ def _unknown_magnet(slug: str) -> str:
 def leads():
     content = common.services().content
     error, found = None, None
-    typed = {name: (request.args.get(name) or "").strip() for name in FIELDS}
+    typed = _typed()
     try:
-        filters, typed = _filters()
-        found = listing.page(common.services().db, content, filters, before=_cursor("voor"), after=_cursor("na"))
+        found = listing.page(common.services().db, content, _filters(typed), before=_cursor("voor"),
+                             after=_cursor("na"))
     except BadInput as bad:
         error = str(bad)
     except UnknownMagnet:
@@ -98,16 +100,16 @@ def leads():
                            counted_up_to=listing.COUNTED_UP_TO), 400 if error else 200
 
 
-@bp.get("/leads.csv")
+@bp.post("/leads.csv")
+@common.requires("leads.export")
 def leads_csv():
-    """The filtered list as `mailer export` writes it, streamed; owners only (a GET, so the
-    role is checked here rather than by `requires`)."""
-    common.permit("leads.export")
-    back = {name: value for name in FIELDS if (value := (request.args.get(name) or "").strip())}
-    fmt = export.Format(excel=request.args.get("excel") == "1")
+    """The filtered list as `mailer export` writes it, streamed; owners only. A POST with the
+    CSRF token, so that another site cannot start an owner's export (a GET could be)."""
+    typed = _typed(request.form)
+    back = {name: value for name, value in typed.items() if value}
+    fmt = export.Format(excel=request.form.get("excel") == "1")
     try:
-        filters, typed = _filters()
-        blocks = export.stream_leads(common.services().db, common.services().content, filters, fmt)
+        blocks = export.stream_leads(common.services().db, common.services().content, _filters(typed), fmt)
     except BadInput as bad:
         flash(str(bad), "error")
         return redirect(url_for("admin.leads", **back))

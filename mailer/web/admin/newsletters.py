@@ -5,12 +5,18 @@ cancel, and the figures per campaign and per subject variant."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import datetime
 
 from flask import flash, redirect, render_template, request, url_for
 
-from mailer.errors import DeliveryError, InvalidRequest, MailerError
-from mailer.web.admin import bp, common
+from mailer.errors import (
+    DeliveryError,
+    InvalidRequest,
+    MailerError,
+    Refused,
+    RefusedRequest,
+)
+from mailer.web.admin import bp, common, forms
 
 # mailer.operator.campaigns and .newsletters load the mail side (rendering, the composer): each
 # view imports them when it runs, so the web app and a signup do not (tests/unit/
@@ -27,25 +33,25 @@ STATUS = {
     "done": ("alles in de wachtrij", "ok"),
     "cancelled": ("geannuleerd", "bad"),
 }
-# The operator layer's refusals (English, for the command line), as the dashboard says them:
-# (a piece of the message, the Dutch sentence). Anything else: GENERIC and the reason as given.
-REFUSALS = (
-    ("no test was sent of the B subject", ("Er is nog geen testmail verstuurd met dit B-onderwerp. Stuur eerst een "
-                                           "testmail met dat onderwerp, of vink ‘Inplannen zonder testmail’ aan.")),
-    ("no test was sent of this content", ("Er is nog geen testmail verstuurd van precies deze inhoud (na de laatste "
-                                          "wijziging). Stuur eerst een testmail, of vink ‘Inplannen zonder testmail’ "
-                                          "aan.")),
-    ("has a campaign already", ("Deze nieuwsbrief heeft al een campagne die gepland is of loopt. Annuleer die eerst "
-                                "als je opnieuw wilt inplannen.")),
-    ("has no campaign", "Deze nieuwsbrief heeft geen campagne om te pauzeren, hervatten of annuleren."),
-    ("not paused", "De campagne is niet gepauzeerd, dus er is niets om te hervatten."),
-    ("B subject is empty", "Het B-onderwerp is leeg."),
-    ("the subject is empty", "Het B-onderwerp is leeg."),
-    ("is not a share from 2 to 100", ("Het deel van het publiek voor de onderwerptest moet een heel getal van 2 "
-                                      "tot en met 100 (procent) zijn.")),
-    ("is not a number of hours", "De onderwerptest moet langer dan 0 en hooguit {hours} uur duren."),
-    ("belong to a subject test", "Deel en duur horen bij een onderwerptest: vul ook een B-onderwerp in."),
-)
+# The operator layer's refusals by their code (mailer.errors.Refused and RefusedRequest: the
+# message is English, for the command line), as the dashboard says them. Anything else: GENERIC,
+# and the reason as given.
+REFUSALS = {
+    "untested-b-subject": ("Er is nog geen testmail verstuurd met dit B-onderwerp. Stuur eerst een testmail met dat "
+                           "onderwerp, of vink ‘Inplannen zonder testmail’ aan."),
+    "untested": ("Er is nog geen testmail verstuurd van precies deze inhoud (na de laatste wijziging). Stuur eerst "
+                 "een testmail, of vink ‘Inplannen zonder testmail’ aan."),
+    "live-campaign": ("Deze nieuwsbrief heeft al een campagne die gepland is of loopt. Annuleer die eerst als je "
+                      "opnieuw wilt inplannen."),
+    "no-campaign": "Deze nieuwsbrief heeft geen campagne om te pauzeren, hervatten of annuleren.",
+    "not-paused": "De campagne is niet gepauzeerd, dus er is niets om te hervatten.",
+    "ab-subject-empty": "Het B-onderwerp is leeg.",
+    "ab-share": ("Het deel van het publiek voor de onderwerptest moet een heel getal van 2 tot en met 100 (procent) "
+                 "zijn."),
+    "ab-hours": "De onderwerptest moet langer dan 0 en hooguit {hours} uur duren.",
+    "ab-without-subject": "Deel en duur horen bij een onderwerptest: vul ook een B-onderwerp in.",
+    "bad-address": "Dit is geen geldig e-mailadres. Er is niets verstuurd.",
+}
 GENERIC = "Dat lukte niet; er is niets veranderd. De reden (in het Engels):"
 
 
@@ -56,21 +62,25 @@ def _zone():
 def _refused(exc: MailerError) -> None:
     from mailer.operator.campaigns import AB_HOURS_MAX
 
-    text = str(exc)
-    for piece, dutch in REFUSALS:
-        if piece in text:
-            flash(dutch.format(hours=AB_HOURS_MAX), "error")
-            return
+    dutch = REFUSALS.get(exc.code) if isinstance(exc, (Refused, RefusedRequest)) else None
+    if dutch is not None:
+        flash(dutch.format(hours=AB_HOURS_MAX), "error")
+        return
     flash(GENERIC, "error")
-    flash(text, "reden")
+    flash(str(exc), "reden")
+
+
+def relay_answer(exc: DeliveryError) -> str:
+    """What the relay said, for the "reden" line: its code and text, or that it did not answer."""
+    return f"{exc.code}: {exc.text}" if exc.code else f"geen antwoord: {exc.text}"
 
 
 def _back(slug: str):
     return redirect(url_for("admin.newsletter", slug=slug))
 
 
-def _missing(exc: InvalidRequest) -> bool:
-    return exc.option == "SLUG" and "is not a newsletter" in str(exc)
+def _missing(exc: MailerError) -> bool:
+    return isinstance(exc, RefusedRequest) and exc.code == "unknown-newsletter"
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -93,14 +103,14 @@ def _audience_filters(args, content) -> tuple[dict, list[str]]:
     if any(m not in content.magnets for m in magnets):
         problems.append("Onbekende gids in het filter; die is weggelaten.")
     given["magnets"] = tuple(m for m in magnets if m in content.magnets)
-    for field, name, label in (("na", "signed_up_after", "Aangemeld vanaf"), ("voor", "signed_up_before",
-                                                                              "Aangemeld vóór")):
+    for field, name, label in (("na", "signed_up_after", "Aangemeld op of na"),
+                               ("voor", "signed_up_before", "Aangemeld vóór")):
         raw = args.get(field, "").strip()
         if raw:
             try:
-                given[name] = date.fromisoformat(raw)
+                given[name] = forms.day(raw)
             except ValueError:
-                problems.append(f"{label}: ‘{raw}’ is geen datum (gebruik dd-mm-jjjj).")
+                problems.append(f"{label}: ‘{raw}’ is geen geldige datum (gebruik jjjj-mm-dd).")
     downloaded = args.get("gedownload", "")
     given["downloaded"] = {"ja": True, "nee": False}.get(downloaded)
     links = content.organisation.links
@@ -121,7 +131,7 @@ def newsletter(slug: str):
     given, problems = _audience_filters(request.args, services.content)
     try:
         found = campaigns.newsletter_detail(services.db, services.content, slug, zone=_zone(), **given)
-    except InvalidRequest as exc:
+    except InvalidRequest as exc:  # unknown newsletter, or a filter the content does not know
         if _missing(exc):
             return common.error_page(404, *NO_NEWSLETTER)
         problems.append("Deze filters passen niet bij de inhoud; het publiek is zonder je filters geteld.")
@@ -157,23 +167,19 @@ def newsletter_test(slug: str):
     services = common.services()
     to = request.form.get("to", "").strip()
     subject = request.form.get("ab_subject", "").strip() or None
+    target = f"newsletter {slug}"
     try:
         sent = letters.send_test(services.db, services.composer, services.transport(), services.content, slug,
-                                     to, now=common.now(), subject=subject)
+                                 to, now=common.now(), subject=subject)
     except DeliveryError as exc:
-        common.act("newsletter.test", f"newsletter {slug}", f"relay refused it ({exc.code or 'no reply'})", "failed")
+        common.act("newsletter.test", target, f"relay refused it ({exc.code or 'no reply'})", "failed")
         flash("De testmail is niet verstuurd: de mailserver weigerde hem. Probeer het later opnieuw.", "error")
-        flash(f"Antwoord van de mailserver: {exc}", "reden")
-        return _back(slug)
-    except InvalidRequest as exc:
-        if _missing(exc):
-            return common.error_page(404, *NO_NEWSLETTER)
-        if exc.option == "--to":
-            flash("Dit is geen geldig e-mailadres. Er is niets verstuurd.", "error")
-        else:
-            _refused(exc)
+        flash(f"Antwoord van de mailserver: {relay_answer(exc)}", "reden")
         return _back(slug)
     except MailerError as exc:
+        if _missing(exc):
+            return common.error_page(404, *NO_NEWSLETTER)
+        common.act("newsletter.test", target, failed_test(exc, to), "failed")
         _refused(exc)
         return _back(slug)
     code, _text = sent.reply
@@ -185,6 +191,13 @@ def newsletter_test(slug: str):
     return _back(slug)
 
 
+def failed_test(exc: MailerError, to: str) -> str:
+    """The audit row's detail for a test send that failed before the relay: why (the operator
+    layer's English), with the address typed masked as everywhere in the audit log."""
+    reason = "not a valid address" if isinstance(exc, RefusedRequest) and exc.code == "bad-address" else str(exc)
+    return "not sent: " + (reason.replace(to, masked(to)) if to else reason)
+
+
 def masked(address: str) -> str:
     """The audit log keeps where a test went without the whole address (it may be a lead's)."""
     local, _, domain = address.partition("@")
@@ -193,14 +206,8 @@ def masked(address: str) -> str:
 
 def _start_time(raw: str) -> datetime | None:
     """A datetime-local value (the send window's zone, Europe/Amsterdam) as UTC; None when empty.
-    ValueError when it is no date and time."""
-    raw = raw.strip()
-    if not raw:
-        return None
-    moment = datetime.fromisoformat(raw)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=_zone())
-    return moment.astimezone(UTC)
+    ValueError when it is no date and time, or outside the calendar forms.moment keeps."""
+    return forms.moment(raw, _zone())
 
 
 def _number(raw: str, kind):
@@ -231,12 +238,9 @@ def newsletter_schedule(slug: str):
         ab = campaigns.SubjectTest.from_options(form.get("ab_subject", "").strip() or None, share, hours)
         view = campaigns.schedule(services.db, services.content, slug, now=common.now(), start_at=start_at,
                                   no_test=no_test, ab=ab)
-    except InvalidRequest as exc:
+    except MailerError as exc:
         if _missing(exc):
             return common.error_page(404, *NO_NEWSLETTER)
-        _refused(exc)
-        return _back(slug)
-    except MailerError as exc:
         _refused(exc)
         return _back(slug)
     common.act("newsletter.schedule", f"newsletter {slug}",

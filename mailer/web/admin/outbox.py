@@ -22,9 +22,9 @@ STATUS_NAMES = {
 BADGES = {OutboxStatus.SENT: "ok", OutboxStatus.DEFERRED: "warn", OutboxStatus.FAILED: "bad"}
 KIND_NAMES = {"confirm": "bevestiging", "guide": "gids", "consent": "toestemming", "drip": "reeks",
               "newsletter": "nieuwsbrief"}
-# Sent mail is most of the table and is shown per lead on the lead's page; listing it here
-# would read and sort all of it (the page reads its statuses through ix_outbox_due).
-LISTED = tuple(status for status in OutboxStatus if status is not OutboxStatus.SENT)
+# Sent mail is most of the table and is shown per lead on the lead's page; listing or counting
+# it here would read all of it (the page reads its statuses through ix_outbox_due).
+LISTED = operator.UNSENT
 VALUES = {status.value for status in LISTED}
 MOST_IDS = 500  # a page shows 50; more in one post is not a person ticking boxes
 DEFAULT_PAUSE_REASON = "gepauzeerd in het beheer"
@@ -61,7 +61,7 @@ def outbox():
         before = None
     found = operator.page(services.db, chosen, before=before)
     return render_template("beheer/outbox.html", page=found, chosen=[s.value for s in chosen], unknown=unknown,
-                           before=before, statuses=list(OutboxStatus), listed=LISTED, names=STATUS_NAMES,
+                           before=before, statuses=list(found.counts), listed=LISTED, names=STATUS_NAMES,
                            badges=BADGES, kinds=KIND_NAMES)
 
 
@@ -77,9 +77,10 @@ def _rows_action(action: str, change, verb: str, refused_text: str):
         flash(f"Kies hoogstens {MOST_IDS} mails tegelijk.", "error")
         return _back()
     changed = change(ids)
-    common.act(action, "outbox " + " ".join(map(str, ids)),
-               f"{changed.count} changed" + (f"; refused {' '.join(map(str, changed.refused))}"
-                                             if changed.refused else ""))
+    # Every id in the detail (the target's column is short): the log says which rows, however many.
+    common.act(action, f"outbox {ids[0]}" if len(ids) == 1 else f"outbox ({len(ids)} rows)",
+               f"rows {' '.join(map(str, ids))}: {changed.count} changed"
+               + (f"; refused {' '.join(map(str, changed.refused))}" if changed.refused else ""))
     message = f"{changed.count} {'mail' if changed.count == 1 else 'mails'} {verb}."
     if changed.refused:
         message += f" {refused_text}: {', '.join(map(str, changed.refused))}."

@@ -20,7 +20,7 @@ from datetime import date, timedelta, timezone
 from flask import render_template, request
 
 from mailer.operator import figures
-from mailer.web.admin import bp, charts, common
+from mailer.web.admin import bp, charts, common, forms
 
 PERIODS = {"7": 7, "30": 30, "90": 90}
 DEFAULT_PERIOD = "30"
@@ -48,8 +48,9 @@ class Choice:
 
 
 def _date(text: str) -> date | None:
+    """A chosen day; None when it is missing, no date, or outside the calendar forms.day keeps."""
     try:
-        return date.fromisoformat(text.strip())
+        return forms.day(text)
     except ValueError:
         return None
 

@@ -9,7 +9,7 @@ from flask import flash, redirect, render_template, request, url_for
 from mailer.errors import DeliveryError, InvalidRequest, MailerError
 from mailer.operator import figures
 from mailer.web.admin import bp, common
-from mailer.web.admin.newsletters import masked
+from mailer.web.admin.newsletters import GENERIC, failed_test, masked, relay_answer
 
 NO_STEP = ("Stap niet gevonden", "Deze reeks of stap staat niet (meer) in de inhoudsbestanden.")
 PLAN_STATES = {
@@ -68,25 +68,28 @@ def sequence_test(slug: str, key: str):
     services = common.services()
     to = request.form.get("to", "").strip()
     back = url_for("admin.sequence_step", slug=slug, key=key)
+    target = f"step {slug}/{key}"
     try:
         sent = sending.send_test(services.db, services.composer, services.transport(), services.content,
                                  f"{slug}/{key}", to)
     except DeliveryError as exc:
-        common.act("sequence.test", f"step {slug}/{key}", f"relay refused it ({exc.code or 'no reply'})", "failed")
+        common.act("sequence.test", target, f"relay refused it ({exc.code or 'no reply'})", "failed")
         flash("De testmail is niet verstuurd: de mailserver weigerde hem. Probeer het later opnieuw.", "error")
-        flash(f"Antwoord van de mailserver: {exc}", "reden")
+        flash(f"Antwoord van de mailserver: {relay_answer(exc)}", "reden")
         return redirect(url_for("admin.sequence_step", slug=slug, key=key, aan=to))
     except InvalidRequest as exc:
         if exc.option == "STEP":
             return common.error_page(404, *NO_STEP)
+        common.act("sequence.test", target, failed_test(exc, to), "failed")
         flash("Dit is geen geldig e-mailadres. Er is niets verstuurd.", "error")
         return redirect(url_for("admin.sequence_step", slug=slug, key=key, aan=to))
     except MailerError as exc:
-        flash("De testmail kon niet worden verstuurd.", "error")
+        common.act("sequence.test", target, failed_test(exc, to), "failed")
+        flash(GENERIC, "error")
         flash(str(exc), "reden")
         return redirect(back)
     code, _text = sent.reply
-    common.act("sequence.test", f"step {slug}/{key}", f"test to {masked(sent.address)}, relay answered {code}")
+    common.act("sequence.test", target, f"test to {masked(sent.address)}, relay answered {code}")
     flash(f"De testmail van ‘{key}’ is verstuurd naar {sent.address}.", "info")
     return redirect(back)
 
