@@ -335,6 +335,10 @@ def test_an_owner_downloads_the_leads_record_as_json(dashboard, people, services
     assert json.loads(answer.get_data()) == people_ops.record(services.db, "anne@gemeente.nl")
     [row] = audit(services, "lead.export")
     assert row.target == f"lead {people['Anne']}" and row.outcome == "done"
+    # What operators did about the lead is in the audit log, never in the person's own export.
+    again = dashboard("owner", email="tweede@trainingsbureau.nl").post(f"/beheer/leads/{people['Anne']}/export")
+    exported = again.get_data(as_text=True)
+    assert "trainingsbureau.nl" not in exported and "lead.export" not in exported
 
 
 @pytest.mark.parametrize("role", ["viewer", "editor"])
