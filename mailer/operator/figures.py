@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from typing import TYPE_CHECKING
 
-from sqlalchemy import case, func, or_, select
+from sqlalchemy import case, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from mailer.content.files import Content
@@ -20,6 +20,7 @@ from mailer.errors import InvalidRequest
 from mailer.operator.bounces import RateWarning, warning_figures
 from mailer.operator.outbox import Overview as OutboxState
 from mailer.operator.outbox import waiting
+from mailer.store import queries
 from mailer.store.database import Database
 from mailer.store.tables import (
     CONSENT_GIVEN,
@@ -28,6 +29,8 @@ from mailer.store.tables import (
     Click,
     ConsentEvent,
     ConsentKind,
+    DailyFigure,
+    DailyFigureDay,
     Download,
     ErasedTally,
     Lead,
@@ -250,27 +253,53 @@ def sequence_figures(db: Database, content: Content, window: SendWindow, now: da
 # --- the dashboard's overview: what happened on each day of a period --------------------------
 #
 # Unlike funnel_figures (a cohort: what became of the leads who signed up in a period), the
-# overview counts events on the day they happened, each from its own time column, so that every
-# query reads only the rows of the period through an index on that column (migration 0010):
-# the page costs the same on a list of ten thousand leads as on one of a million.
+# overview counts events on the day they happened, each from its own time column, each query
+# a range of an index on that column (migration 0010):
 #
 #   signups       leads.created_at (erased leads included: erased_tallies keeps their signup day)
 #   confirmed     leads.confirmed_at: the confirmation button (a repeat confirmation after a
-#                 new signup moves it to the new day)
+#                 new signup moves it to the new day; see "Stored days" for a stored old day)
 #   downloads     downloads.at: every download of the guide (one person downloading twice counts twice)
 #   marketing     consent_events.at of a CONSENT_GIVEN event (confirm, import) with marketing consent
 #   unsubscribed  consent_events.at of an unsubscribe event (link, one-click, a complaint, an
 #                 operator); ending only the newsletter (newsletter-end) is not counted
-#   hard, soft,   bounce_reports.received_at by kind; bounce reports name no magnet, so with a
-#   complaints    magnet chosen they count through the lead they matched (lead_id -> leads.magnet)
+#   hard, soft,   bounce_reports.received_at by kind; bounce reports name no magnet, so they
+#   complaints    count through the lead they matched (lead_id -> leads.magnet; '' for none,
+#                 which only the view of every magnet includes)
 #
 # A day is a UTC day (as `mailer stats` and erased_tallies count); the magnet of an event is the
-# one recorded with it (a consent event's and a download's own magnet column). Erased people
-# count only as signups: their other events went with them.
+# one recorded with it (a consent event's and a download's own magnet column).
+#
+# Stored days. A day that is over (its end plus GRACE before now) is counted once, for every
+# magnet, and its figures are kept in daily_figures (migration 0012), its date in
+# daily_figure_days; later views read it from there and count live only the days not yet over
+# (today, and yesterday for GRACE after midnight). So the page costs the same however many
+# events a finished day held: on a million leads with a hundred times the traffic as on ten
+# thousand. The first view that asks for a finished day not yet stored counts it and stores it:
+# that GET then writes (a write transaction; on SQLite the write lock, BEGIN IMMEDIATE, for the
+# count and the insert, a month of days at a time: STORE_SPAN). Two workers doing so at once
+# insert the same rows (ON CONFLICT DO NOTHING); on PostgreSQL an advisory lock makes the
+# second wait and find the days stored.
+# A stored day keeps what it counted:
+#   - erasure and the purge delete a person's confirmation, downloads, consent events and
+#     bounce reports: a stored day still counts them, as erased_tallies keep the signups
+#     (live, for today, only the signup stays);
+#   - a repeat confirmation counts on its own day too (live, it moves the confirmation there).
+# The one writer that dates rows in the past, `mailer import` (signed_up_at, consent_at),
+# deletes the stored days from the earliest day it writes on, in its own transaction
+# (forget_days): the next view counts them again. Every other writer stamps the time of the
+# request (the services' clock); GRACE covers a transaction that began before midnight and
+# commits just after.
 
 DAILY_METRICS = ("signups", "confirmed", "downloads", "marketing", "unsubscribed", "hard", "soft", "complaints")
 BOUNCE_KINDS = {BounceKind.HARD: "hard", BounceKind.SOFT: "soft", BounceKind.COMPLAINT: "complaints"}
 MAX_DAYS = 366
+GRACE = timedelta(minutes=10)  # a day is over this long after its end (a late commit is in)
+# Days counted and stored per write transaction: on SQLite the count runs under the write lock
+# (BEGIN IMMEDIATE), so a first view of a long period stores it a month at a time and signups
+# wait for at most one month's count (tens of milliseconds on a busy list), not a year's.
+STORE_SPAN = timedelta(days=31)
+_STORE_LOCK = 0x64_61_69_6C  # PostgreSQL advisory lock key for storing and forgetting days ("dail")
 
 
 @dataclass(frozen=True)
@@ -300,60 +329,144 @@ def _day_of(session: Session, column):
     return func.substr(column, 1, 10)
 
 
-def daily(db: Database, content: Content, *, magnet: str | None, since: date, until: date) -> Daily:
-    """The overview's figures per day. Each query is a range on an indexed time column
-    (ix_leads_created, ix_leads_confirmed, ix_downloads_at, ix_consent_events_kind_at,
-    ix_bounce_reports_kind_at), grouped by day in SQL."""
+def last_finished_day(now: datetime) -> date:
+    """The last UTC day whose end lies GRACE or more before `now`."""
+    return (now.astimezone(timezone.utc) - GRACE).date() - _DAY
+
+
+def daily(db: Database, content: Content, *, magnet: str | None, since: date, until: date,
+          now: datetime) -> Daily:
+    """The overview's figures per day: the finished days of the period from the store (counted
+    and stored first if they are not yet there, see "Stored days" above), the others counted
+    live. Each count is a range on an indexed time column (ix_leads_created, ix_leads_confirmed,
+    ix_downloads_at, ix_consent_events_kind_at, bounce_reports.received_at), grouped by day and
+    magnet in SQL; the stored ones a range of daily_figures' primary key."""
     if magnet and magnet not in content.magnets:
         raise UnknownMagnet(magnet, content.magnets)
     if until < since:
         raise InvalidRequest(f"the period ends ({until}) before it starts ({since})", "until")
     if (until - since).days >= MAX_DAYS:
         raise InvalidRequest(f"a period is at most {MAX_DAYS} days", "since")
-    start = datetime.combine(since, time(0), timezone.utc)
-    end = datetime.combine(until, time(0), timezone.utc) + _DAY
+    finished = min(until, last_finished_day(now))  # since .. finished from the store
     found: dict[str, Counter] = {metric: Counter() for metric in DAILY_METRICS}
-
-    def per_day(metric: str, column, *where, magnet_column=None, join=None) -> None:
-        day = _day_of(session, column)
-        query = select(day, func.count()).select_from(column.table)
-        if join is not None:
-            query = query.join(*join)
-        conditions = [column >= start, column < end, *where]
-        if magnet:
-            conditions.append(magnet_column == magnet)
-        for on, count in session.execute(query.where(*conditions).group_by(day)):
-            found[metric][on] += count
-
-    with db.read_only() as session:
-        per_day("signups", Lead.created_at, magnet_column=Lead.magnet)
-        per_day("confirmed", Lead.confirmed_at, magnet_column=Lead.magnet)
-        per_day("downloads", Download.at, magnet_column=Download.magnet)
-        per_day("marketing", ConsentEvent.at, ConsentEvent.kind.in_([kind.value for kind in CONSENT_GIVEN]),
-                ConsentEvent.marketing_consent.is_(True), magnet_column=ConsentEvent.magnet)
-        per_day("unsubscribed", ConsentEvent.at, ConsentEvent.kind == ConsentKind.UNSUBSCRIBE.value,
-                magnet_column=ConsentEvent.magnet)
-        received = _day_of(session, BounceReport.received_at)
-        bounces = (select(received, BounceReport.kind, func.count())
-                   .where(BounceReport.kind.in_([kind.value for kind in BOUNCE_KINDS]),
-                          BounceReport.received_at >= start, BounceReport.received_at < end)
-                   .group_by(received, BounceReport.kind))
-        if magnet:
-            bounces = bounces.join(Lead, Lead.id == BounceReport.lead_id).where(Lead.magnet == magnet)
-        for on, kind, count in session.execute(bounces):
-            found[BOUNCE_KINDS[BounceKind(kind)]][on] += count
-        erased = [ErasedTally.metric == "signups", ErasedTally.day >= since.isoformat(),
-                  ErasedTally.day <= until.isoformat()]
-        if magnet:
-            erased.append(ErasedTally.magnet == magnet)
-        for on, count in session.execute(select(ErasedTally.day, func.sum(ErasedTally.count))
-                                         .where(*erased).group_by(ErasedTally.day)):
-            found["signups"][on] += int(count)
+    if finished >= since:
+        with db.read_only() as session:
+            missing = _missing_days(session, since, finished)
+        while missing:  # a span of at most STORE_SPAN days per write transaction
+            span = [day for day in missing if day < missing[0] + STORE_SPAN]
+            _store_days(db, span, now)
+            missing = missing[len(span):]
+        with db.read_only() as session:
+            stored = select(DailyFigure.day, DailyFigure.metric, func.sum(DailyFigure.count)).where(
+                DailyFigure.day >= since.isoformat(), DailyFigure.day <= finished.isoformat())
+            if magnet:
+                stored = stored.where(DailyFigure.magnet == magnet)
+            for on, metric, count in session.execute(stored.group_by(DailyFigure.day, DailyFigure.metric)):
+                found[metric][on] += int(count)
+    live_since = max(since, finished + _DAY)
+    if live_since <= until:
+        with db.read_only() as session:
+            for (on, _magnet, metric), count in _count(session, live_since, until, magnet, per_magnet=False).items():
+                found[metric][on] += count
     days = tuple(since + timedelta(days=offset) for offset in range((until - since).days + 1))
     keys = [day.isoformat() for day in days]
     series = {metric: tuple(found[metric].get(key, 0) for key in keys) for metric in DAILY_METRICS}
     series["bounces"] = tuple(hard + soft for hard, soft in zip(series["hard"], series["soft"], strict=True))
     return Daily(magnet, since, until, days, series)
+
+
+def _missing_days(session: Session, since: date, until: date) -> list[date]:
+    """The days of since .. until (inclusive) whose figures are not stored."""
+    stored = set(session.scalars(select(DailyFigureDay.day).where(
+        DailyFigureDay.day >= since.isoformat(), DailyFigureDay.day <= until.isoformat())))
+    days = (since + timedelta(days=offset) for offset in range((until - since).days + 1))
+    return [day for day in days if day.isoformat() not in stored]
+
+
+def _store_days(db: Database, days: list[date], now: datetime) -> None:
+    """Count finished `days` for every magnet over their span and store them with their markers,
+    in one write transaction. Under the lock the stored days are looked up again: another
+    worker may have stored them meanwhile (then nothing is counted twice)."""
+    with db.transaction() as session:
+        _lock_store(session)
+        days = _missing_days(session, min(days), max(days))
+        if not days:
+            return
+        wanted = {day.isoformat() for day in days}
+        rows = [{"day": on, "magnet": name, "metric": metric, "count": count}
+                for (on, name, metric), count in _count(session, min(days), max(days), None).items()
+                if on in wanted and count]
+        if rows:
+            session.execute(queries.upsert(session, DailyFigure).on_conflict_do_nothing(
+                index_elements=["day", "magnet", "metric"]), rows)
+        session.execute(queries.upsert(session, DailyFigureDay).on_conflict_do_nothing(index_elements=["day"]),
+                        [{"day": on, "counted_at": now} for on in sorted(wanted)])
+
+
+def forget_days(session: Session, since: date) -> None:
+    """Delete the stored figures from `since` on (inclusive), in the caller's write transaction:
+    for a writer that dates events in the past (`mailer import`). The next overview counts
+    those days again."""
+    _lock_store(session)
+    session.execute(delete(DailyFigureDay).where(DailyFigureDay.day >= since.isoformat()))
+    session.execute(delete(DailyFigure).where(DailyFigure.day >= since.isoformat()))
+
+
+def _lock_store(session: Session) -> None:
+    """Storing and forgetting days take turns. On SQLite every write transaction holds the
+    database's write lock from its start (BEGIN IMMEDIATE); on PostgreSQL a transaction-level
+    advisory lock, and as transactions are READ COMMITTED, each statement after it sees what
+    the other transaction committed (so a count never misses an import, nor an import a count)."""
+    if session.bind.dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(_STORE_LOCK)))
+
+
+def _count(session: Session, since: date, until: date, magnet: str | None, per_magnet: bool = True) -> Counter:
+    """The events of since .. until (UTC days, inclusive), for one magnet or every magnet:
+    {(day, magnet, metric): count}, bounce reports that matched no lead under magnet ''.
+    Without `magnet` and `per_magnet` the bounce reports are all under magnet ''."""
+    per_magnet = per_magnet or bool(magnet)
+    start = datetime.combine(since, time(0), timezone.utc)
+    end = datetime.combine(until, time(0), timezone.utc) + _DAY
+    found: Counter = Counter()
+
+    def per_day(metric: str, column, magnet_column, *where) -> None:
+        day = _day_of(session, column)
+        conditions = [column >= start, column < end, *where]
+        if magnet:
+            conditions.append(magnet_column == magnet)
+        for on, name, count in session.execute(select(day, magnet_column, func.count()).where(*conditions)
+                                               .group_by(day, magnet_column)):
+            found[(on, name, metric)] += count
+
+    per_day("signups", Lead.created_at, Lead.magnet)
+    per_day("confirmed", Lead.confirmed_at, Lead.magnet)
+    per_day("downloads", Download.at, Download.magnet)
+    per_day("marketing", ConsentEvent.at, ConsentEvent.magnet,
+            ConsentEvent.kind.in_([kind.value for kind in CONSENT_GIVEN]), ConsentEvent.marketing_consent.is_(True))
+    per_day("unsubscribed", ConsentEvent.at, ConsentEvent.magnet, ConsentEvent.kind == ConsentKind.UNSUBSCRIBE.value)
+    received = _day_of(session, BounceReport.received_at)
+    # The magnet a bounce report reached through its lead: a lookup per report, which only the
+    # counts per magnet need (live for every magnet together, the index alone answers).
+    grouped = [received, BounceReport.kind, *([func.coalesce(Lead.magnet, "")] if per_magnet else [])]
+    bounces = (select(*grouped, func.count()).select_from(BounceReport)
+               .where(BounceReport.kind.in_([kind.value for kind in BOUNCE_KINDS]),
+                      BounceReport.received_at >= start, BounceReport.received_at < end)
+               .group_by(*grouped))
+    if per_magnet:
+        bounces = bounces.outerjoin(Lead, Lead.id == BounceReport.lead_id)
+        if magnet:
+            bounces = bounces.where(Lead.magnet == magnet)
+    for on, kind, *name, count in session.execute(bounces):
+        found[(on, name[0] if name else "", BOUNCE_KINDS[BounceKind(kind)])] += count
+    erased = [ErasedTally.metric == "signups", ErasedTally.day >= since.isoformat(),
+              ErasedTally.day <= until.isoformat()]
+    if magnet:
+        erased.append(ErasedTally.magnet == magnet)
+    for on, name, count in session.execute(select(ErasedTally.day, ErasedTally.magnet, func.sum(ErasedTally.count))
+                                           .where(*erased).group_by(ErasedTally.day, ErasedTally.magnet)):
+        found[(on, name, "signups")] += int(count)
+    return found
 
 
 @dataclass(frozen=True)
@@ -367,5 +480,5 @@ class Overview:
 
 def overview(db: Database, content: Content, *, magnet: str | None, since: date, until: date,
              now: datetime) -> Overview:
-    return Overview(daily(db, content, magnet=magnet, since=since, until=until), waiting(db),
+    return Overview(daily(db, content, magnet=magnet, since=since, until=until, now=now), waiting(db),
                     warning_figures(db, now=now))

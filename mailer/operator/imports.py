@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from mailer.content.files import Content
 from mailer.errors import MailerError
 from mailer.funnel.addresses import clean_name, normalise_email
+from mailer.operator import figures
 from mailer.operator.people import address_hash
 from mailer.store import queries
 from mailer.store.database import Database
@@ -151,7 +152,12 @@ def check_against_database(session: Session, checked: Checked, keys: tuple[str, 
 
 
 def write(session: Session, rows: list[Row], source: str, now: datetime) -> None:
-    """Store the checked rows with their consent evidence (the caller's one transaction)."""
+    """Store the checked rows with their consent evidence (the caller's one transaction). The
+    rows are dated in the past (signed_up_at, consent_at): the overview's stored days from the
+    earliest of them on are deleted in the same transaction, to be counted again (figures.daily)."""
+    if rows:
+        moments = [moment for row in rows for moment in (row.signed_up_at, row.consent_at) if moment is not None]
+        figures.forget_days(session, min(moment.astimezone(timezone.utc).date() for moment in moments))
     notices: dict[str, int] = {}
     for row in rows:
         lead = Lead(email=row.email, first_name=row.first_name, status=LeadStatus.CONFIRMED.value,

@@ -353,6 +353,31 @@ class ErasedTally(Base):
     count: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class DailyFigure(Base):
+    """The dashboard overview's count of one metric on one finished UTC day for one lead magnet
+    ('' for bounce reports that matched no lead), stored once (operator/figures.daily): the
+    overview reads finished days from here and counts only the days not yet over. A metric that
+    was zero on a stored day has no row. Nothing personal."""
+
+    __tablename__ = "daily_figures"
+
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD (UTC)
+    magnet: Mapped[str] = mapped_column(String(100), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(40), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+
+
+class DailyFigureDay(Base):
+    """A UTC day whose figures are in daily_figures (so a day without events is known too).
+    Deleting a day's row (and its figures) has it counted again on the next view: an import
+    of leads dated in the past does that from its earliest day."""
+
+    __tablename__ = "daily_figure_days"
+
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD (UTC)
+    counted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class CampaignStatus(enum.StrEnum):
     """scheduled -> sending: the start-campaigns job reached start_at, froze the mail and queued
     a first batch. With a subject A/B test: scheduled -> (sending, while the test group is

@@ -3,13 +3,13 @@ days, or chosen dates; UTC days, inclusive): the funnel with its rates against t
 a chart per figure with its table, the outbox's state and the bounce warnings.
 
 Each figure counts events on the day they happened (a UTC day, as `mailer stats` counts; the
-page says so), read by a range on an indexed time column, so the page costs the same on a
-long list as on a short one (operator/figures.daily has the full definitions):
-signups by leads.created_at; confirmations by leads.confirmed_at; downloads by downloads.at
-(each download); marketing consent by the day of a consent event of kind confirm or import
-with marketing consent; unsubscribes by the day of the unsubscribe consent event; bounces
-(hard plus soft) and complaints by bounce_reports.received_at, through the matched lead's
-magnet when a magnet is chosen. Rates are against the period's signups.
+page says so): signups by leads.created_at; confirmations by leads.confirmed_at; downloads by
+downloads.at (each download); marketing consent by the day of a consent event of kind confirm
+or import with marketing consent; unsubscribes by the day of the unsubscribe consent event;
+bounces (hard plus soft) and complaints by bounce_reports.received_at, through the matched
+lead's magnet when a magnet is chosen. Rates are against the period's signups. Finished days
+are counted once and kept (operator/figures.py, "Stored days"), so the page costs the same on a
+long list as on a short one.
 """
 
 from __future__ import annotations
