@@ -421,7 +421,7 @@ def test_stats_show_bounce_and_complaint_rates_per_stream(built, sent, smtp_serv
 
 
 def test_the_outbox_warns_when_complaints_or_hard_bounces_pass_their_limit(built, sent, smtp_server):
-    from mailer.operator.bounces import warnings
+    from mailer.operator.bounces import overall, rates, warnings
 
     assert warnings(built.db, now=built.clock.now()) == []
     bert = _envelope_from(smtp_server, "bert@provincie.nl")
@@ -431,3 +431,6 @@ def test_the_outbox_warns_when_complaints_or_hard_bounces_pass_their_limit(built
     built.intake.handle(dsn(_envelope_from(smtp_server, "anne@gemeente.nl"), "anne@gemeente.nl"), source="ingest")
     assert len(warnings(built.db, now=built.clock.now())) == 2
     assert warnings(built.db, now=built.clock.now() + timedelta(days=8)) == []  # older than the 7 days
+    # The warning's own count (from both sides' indexes) is the overall line of `mailer stats`.
+    since = built.clock.now() - timedelta(days=7)
+    assert overall(built.db, since=since) == rates(built.db, since=since)[0]
