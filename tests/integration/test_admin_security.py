@@ -476,3 +476,10 @@ def test_guessing_the_current_password_from_a_stolen_session_is_locked_like_a_lo
                                                            "new": "een-nieuw-wachtwoord-1"})
     assert right.status_code == 429, "locked: not even the right password changes it"
     assert _audit(services, "login.locked")[0].target == f"operator {owner.email}"
+
+
+def test_the_dashboard_leaves_a_visitors_session_alone(client):
+    first = client.get("/gids/mini-guide")
+    assert "Set-Cookie" in first.headers  # the form's CSRF token
+    again = client.get("/gids/mini-guide")
+    assert again.status_code == 200 and "Set-Cookie" not in again.headers

@@ -58,7 +58,11 @@ def init_app(app: Flask) -> None:
     from mailer.web.admin import (  # noqa: F401  (each module adds its routes to bp)
         audit_log, auth, leads, newsletters, outbox, overview, sequences)
 
-    login_manager.init_app(app)
+    # Flask-Login's own context processor loads the user for every template, public pages too,
+    # and (session protection) writes into a visitor's session; the proxy is looked at only
+    # where a template uses it: the dashboard's.
+    login_manager.init_app(app, add_context_processor=False)
+    app.context_processor(lambda: {"current_user": current_user})
     for name, function in common.FILTERS.items():
         app.add_template_filter(function, name)
     app.register_blueprint(bp)
