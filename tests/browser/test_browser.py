@@ -200,6 +200,8 @@ class MailerServer:
     process: subprocess.Popen
     log_path: Path
     seen: list[Path] = field(default_factory=list)
+    env: dict = field(default_factory=dict)  # its environment, for a command on the same service
+    work_dir: Path | None = None  # where it runs (no .env there)
 
     @property
     def mail_dir(self) -> Path:
@@ -253,29 +255,23 @@ class MailerServer:
         return counts
 
 
-@pytest.fixture
-def mailer_server(tmp_path):
+@contextmanager
+def serving(root: Path, **settings: str):
+    """`mailer serve` on a free port with its instance in root/instance, run from root/cwd (no
+    stray .env from the project folder), the test's MAILER_* settings on top of the embedded
+    default; a MailerServer until the block ends, then SIGTERM."""
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}"
-    instance = tmp_path / "instance"
+    instance = root / "instance"
+    work_dir = root / "cwd"
+    work_dir.mkdir(exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_") or k.startswith("MAILER_TEST_")}
-    env.update(
-        MAILER_INSTANCE_PATH=str(instance),
-        MAILER_FORM_MIN_SECONDS="0",
-        MAILER_BASE_URL=base_url,
-        # Drip mail may go out at any hour of the test, and the drip job runs every second.
-        MAILER_DRIP_WINDOW="mon-sun 00:00-24:00",
-        MAILER_DRIP_INTERVAL="1",
-    )
-    log_path = tmp_path / "mailer-serve.log"
-    work_dir = tmp_path / "cwd"  # no stray .env from the project folder
-    work_dir.mkdir()
-    with open(log_path, "wb") as log, open(tmp_path / "mailer-serve.out", "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mailer.cli", "serve", "--port", str(port)],
-            env=env, cwd=work_dir, stdout=out, stderr=log,
-        )
-    server = MailerServer(base_url, instance, process, log_path)
+    env.update(MAILER_INSTANCE_PATH=str(instance), MAILER_BASE_URL=base_url, **settings)
+    log_path = root / "mailer-serve.log"
+    with open(log_path, "wb") as log, open(root / "mailer-serve.out", "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "mailer.cli", "serve", "--port", str(port)],
+                                   env=env, cwd=work_dir, stdout=out, stderr=log)
+    server = MailerServer(base_url, instance, process, log_path, env=env, work_dir=work_dir)
     try:
         _wait_until_ready(server)
         yield server
@@ -286,6 +282,14 @@ def mailer_server(tmp_path):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture
+def mailer_server(tmp_path):
+    # Drip mail may go out at any hour of the test, and the drip job runs every second.
+    with serving(tmp_path, MAILER_FORM_MIN_SECONDS="0", MAILER_DRIP_WINDOW="mon-sun 00:00-24:00",
+                 MAILER_DRIP_INTERVAL="1") as server:
+        yield server
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ import io
 import json
 import os
 import re
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -38,14 +37,7 @@ import pytest
 from axe_check import AXE, violations
 from playwright.sync_api import expect
 from smtp_faults import FaultySMTPServer
-from test_browser import (  # noqa: F401
-    MailerServer,
-    _free_port,
-    _wait_until_ready,
-    browser,
-    mail_parts,
-    only_link,
-)
+from test_browser import MailerServer, browser, mail_parts, only_link, serving  # noqa: F401
 from test_newsletter_browser import tab_to
 from test_pages_a11y import PAGE_RULES
 
@@ -115,8 +107,6 @@ class Site:
 
     server: MailerServer
     relay: FaultySMTPServer
-    env: dict
-    work_dir: Path
     lead_ids: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -124,7 +114,8 @@ class Site:
         return self.server.base_url
 
     def cli(self, *args: str, stdin: str | None = None) -> str:
-        result = subprocess.run([sys.executable, "-m", "mailer.cli", *args], env=self.env, cwd=self.work_dir,
+        result = subprocess.run([sys.executable, "-m", "mailer.cli", *args], env=self.server.env,
+                                cwd=self.server.work_dir,
                                 input=stdin, capture_output=True, text=True, timeout=60, check=False)
         assert result.returncode == 0, f"mailer {' '.join(args)}: {result.stdout}{result.stderr}"
         return result.stdout
@@ -229,35 +220,17 @@ def site(tmp_path_factory):
     relay = FaultySMTPServer().start()
     relay.at_rcpt(GREYLISTED, "451 4.7.1 Greylisted, please try again later")
     relay.after_data(REFUSED, "554 5.6.0 Message content rejected", times=1)
-    port = _free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    instance = root / "instance"
-    work_dir = root / "cwd"  # no stray .env from the project folder
-    work_dir.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_") or k.startswith("MAILER_TEST_")}
-    env.update(MAILER_INSTANCE_PATH=str(instance), MAILER_FORM_MIN_SECONDS="0", MAILER_BASE_URL=base_url,
-               MAILER_MAIL_URL=relay.url, MAILER_DRIP_WINDOW="mon-sun 00:00-24:00", MAILER_DRIP_HOLIDAYS="",
-               MAILER_DRIP_INTERVAL="1")
-    log_path = root / "mailer-serve.log"
-    with open(log_path, "wb") as log, open(root / "mailer-serve.out", "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "mailer.cli", "serve", "--port", str(port)],
-                                   env=env, cwd=work_dir, stdout=out, stderr=log)
-    server = MailerServer(base_url, instance, process, log_path)
     try:
-        _wait_until_ready(server)
-        built = Site(server, relay, env, work_dir)
-        with server.log_on_failure():
-            for address, role in OPERATORS:
-                assert "added as" in built.cli("operator", "add", address, "--role", role, stdin=PASSWORD + "\n")
-            make_leads(built)
-        yield built
+        with serving(root, MAILER_MAIL_URL=relay.url, MAILER_FORM_MIN_SECONDS="0",
+                     MAILER_DRIP_WINDOW="mon-sun 00:00-24:00", MAILER_DRIP_HOLIDAYS="",
+                     MAILER_DRIP_INTERVAL="1") as server:
+            built = Site(server, relay)
+            with server.log_on_failure():
+                for address, role in OPERATORS:
+                    assert "added as" in built.cli("operator", "add", address, "--role", role, stdin=PASSWORD + "\n")
+                make_leads(built)
+            yield built
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
         relay.stop()
 
 

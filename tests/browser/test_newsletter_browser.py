@@ -12,9 +12,6 @@ import email
 import email.policy
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -22,7 +19,7 @@ from pathlib import Path
 import pytest
 from axe_check import AXE, violations
 from playwright.sync_api import expect
-from test_browser import MailerServer, _free_port, _wait_until_ready, browser, mail_parts, only_link  # noqa: F401
+from test_browser import MailerServer, browser, mail_parts, only_link, serving  # noqa: F401
 from test_pages_a11y import PAGE_RULES, send_example_newsletter
 
 SHOTS = Path(os.environ.get("MAILER_TEST_SHOTS", "/work/shots/newsletter"))
@@ -43,29 +40,10 @@ def newsletter_server(tmp_path):
     """`mailer serve` in its embedded default (SQLite, .eml files) with a send window that is
     open at every hour and on every day, holidays too, so its newsletter goes out whenever the
     test runs; the campaigns and drip jobs run every second."""
-    port = _free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    instance = tmp_path / "instance"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_") or k.startswith("MAILER_TEST_")}
-    env.update(MAILER_INSTANCE_PATH=str(instance), MAILER_FORM_MIN_SECONDS="0", MAILER_BASE_URL=base_url,
-               MAILER_DRIP_WINDOW="mon-sun 00:00-24:00", MAILER_DRIP_HOLIDAYS="", MAILER_DRIP_INTERVAL="1")
-    log_path = tmp_path / "mailer-serve.log"
-    work_dir = tmp_path / "cwd"  # send_example_newsletter runs its command here too
-    work_dir.mkdir()
-    with open(log_path, "wb") as log, open(tmp_path / "mailer-serve.out", "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "mailer.cli", "serve", "--port", str(port)],
-                                   env=env, cwd=work_dir, stdout=out, stderr=log)
-    server = MailerServer(base_url, instance, process, log_path)
-    try:
-        _wait_until_ready(server)
+    # send_example_newsletter runs its command in the server's folder too
+    with serving(tmp_path, MAILER_FORM_MIN_SECONDS="0", MAILER_DRIP_WINDOW="mon-sun 00:00-24:00",
+                 MAILER_DRIP_HOLIDAYS="", MAILER_DRIP_INTERVAL="1") as server:
         yield server
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def check_page(page, name: str, width: int, shots: Path) -> list[str]:
