@@ -10,7 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from mailer.store import queries
@@ -47,9 +47,7 @@ def counts(session: Session, statuses: tuple[OutboxStatus, ...]) -> dict[OutboxS
     """Rows per status, for these statuses only (zeros included, in the order given). Each is a
     range of ix_outbox_due (status first), so a status left out is not read: the dashboard
     leaves out sent mail, most of the table."""
-    found = dict(session.execute(select(Outbox.status, func.count())
-                                 .where(Outbox.status.in_([status.value for status in statuses]))
-                                 .group_by(Outbox.status)).all())
+    found = queries.outbox_counts(session, [status.value for status in statuses])
     return {status: found.get(status.value, 0) for status in statuses}
 
 
@@ -142,20 +140,10 @@ class Row:
     sequence: str | None
     step: str | None
     recipient: str
-    lead_id: int | None
     attempts: int
-    created_at: datetime
     next_attempt_at: datetime
     last_error: str | None
     replies: tuple[Reply, ...]  # the newest REPLIES_SHOWN attempts, oldest first
-
-    @property
-    def retryable(self) -> bool:
-        return self.status in RETRYABLE
-
-    @property
-    def cancellable(self) -> bool:
-        return self.status in CANCELLABLE
 
 
 @dataclass(frozen=True)
@@ -187,8 +175,8 @@ def page(db: Database, statuses: tuple[OutboxStatus, ...] = NEEDS_A_LOOK, *, bef
                                            .where(DeliveryAttempt.outbox_id.in_([row.id for row in found]))
                                            .order_by(DeliveryAttempt.id)):
                 replies[attempt.outbox_id].append(Reply(attempt.at, attempt.code, attempt.reply, attempt.outcome))
-        rows = [Row(row.id, row.status, row.kind, row.sequence, row.step, row.recipient, row.lead_id, row.attempts,
-                    row.created_at, row.next_attempt_at, row.last_error, tuple(replies[row.id][-REPLIES_SHOWN:]))
+        rows = [Row(row.id, row.status, row.kind, row.sequence, row.step, row.recipient, row.attempts,
+                    row.next_attempt_at, row.last_error, tuple(replies[row.id][-REPLIES_SHOWN:]))
                 for row in found]
         state = _overview(session, UNSENT)
     return Page(rows, rows[-1].id if more else None, state.counts, state.marketing_paused)

@@ -414,9 +414,12 @@ def renew_lease(db: Session | Connection, *, ids: list[int], worker: str, until:
     return {row.id for row in rows}
 
 
-def outbox_counts(session: Session) -> dict[str, int]:
-    rows = session.execute(select(Outbox.status, func.count()).group_by(Outbox.status))
-    return {status: count for status, count in rows}
+def outbox_counts(session: Session, statuses: list[str] | None = None) -> dict[str, int]:
+    """Rows per status; with `statuses`, only those are read (each a range of ix_outbox_due)."""
+    query = select(Outbox.status, func.count()).group_by(Outbox.status)
+    if statuses is not None:
+        query = query.where(Outbox.status.in_(statuses))
+    return {status: count for status, count in session.execute(query)}
 
 
 def recent_mail_count(session: Session, *, lead_id: int, kind: str, since: datetime) -> int:
