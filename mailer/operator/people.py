@@ -137,12 +137,7 @@ def resend_guide(db: Database, funnel, lead_id: int, now: datetime) -> str:
 
 def _lead(session: Session, lead_id: int, lock: str | None = None) -> Lead:
     """The lead with this id, locked as queries.find_lead locks; UnknownLeadId if there is none."""
-    if not 0 < lead_id <= MAX_ID:
-        raise UnknownLeadId(lead_id)
-    statement = select(Lead).where(Lead.id == lead_id)
-    if lock:
-        statement = statement.with_for_update(key_share=lock == "change")
-    lead = session.scalar(statement)
+    lead = queries.find_lead_by_id(session, lead_id, lock) if 0 < lead_id <= MAX_ID else None
     if lead is None:
         raise UnknownLeadId(lead_id)
     return lead

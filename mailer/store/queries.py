@@ -193,7 +193,16 @@ def find_lead(session: Session, email: str, lock: str | None = None) -> Lead | N
     """The lead with this address (compared as stored: trimmed, lowercase). lock="change":
     like a click (others may still add rows that point at it, FOR NO KEY UPDATE); lock="erase":
     nobody else may (FOR UPDATE)."""
-    statement = select(Lead).where(Lead.email == email.strip().lower())
+    return _lead_where(session, Lead.email == email.strip().lower(), lock)
+
+
+def find_lead_by_id(session: Session, lead_id: int, lock: str | None = None) -> Lead | None:
+    """find_lead for the dashboard, which names a lead by its id."""
+    return _lead_where(session, Lead.id == lead_id, lock)
+
+
+def _lead_where(session: Session, condition, lock: str | None) -> Lead | None:
+    statement = select(Lead).where(condition)
     if lock:
         statement = statement.with_for_update(key_share=lock == "change")
     return session.scalar(statement)
