@@ -88,7 +88,7 @@ class MagnetFigures:
 def counts(session: Session, cohort: list) -> Counter:
     """Every figure for the leads that match `cohort` (conditions on Lead), per magnet and
     signup day (UTC, YYYY-MM-DD): {(magnet, day, metric): count}."""
-    day = _signup_day(session)
+    day = _day_of(session, Lead.created_at)  # the signup day
     found: Counter = Counter()
     for magnet, on, signups, confirmed, unsubscribed, undeliverable in session.execute(
         select(Lead.magnet, day, func.count(), func.count(Lead.confirmed_at),
@@ -120,13 +120,6 @@ def counts(session: Session, cohort: list) -> Counter:
             .group_by(Lead.magnet, day, Click.sequence, Click.step)):
         found[(magnet, on, f"clicked:{sequence}/{step}")] += count
     return found
-
-
-def _signup_day(session: Session):
-    """The signup day as text, YYYY-MM-DD in UTC (the column holds naive UTC on both)."""
-    if session.bind.dialect.name == "postgresql":
-        return func.to_char(Lead.created_at, "YYYY-MM-DD")
-    return func.substr(Lead.created_at, 1, 10)
 
 
 def funnel_figures(db: Database, content: Content, *, magnet: str | None = None, since: date | None = None,
