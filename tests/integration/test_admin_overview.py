@@ -9,6 +9,7 @@ from datetime import UTC, datetime, time, timedelta
 import pytest
 from conftest import Visitor
 from sqlalchemy import insert, select, update
+from test_funnel import deliver, link_in
 
 from mailer.delivery.transports.memory import MemoryTransport
 from mailer.operator import figures
@@ -17,19 +18,6 @@ from mailer.operator.outbox import pause
 from mailer.operator.people import unsubscribe_person
 from mailer.resources import shipped
 from mailer.store.tables import BounceReport, DailyFigureDay, Lead, Outbox
-
-LINK = re.compile(r"https://guide\.example\.nl(/(?:bevestig|download)/[\w.\-]+)")
-
-
-def deliver(services) -> list:
-    transport = MemoryTransport()
-    services.sender(transport, worker="test").dispatch_all()
-    return transport.parsed()
-
-
-def link_in(message, prefix: str) -> str:
-    text = message.get_body(("plain",)).get_content()
-    return next(path for path in LINK.findall(text) if path.startswith(prefix))
 
 
 def figure(html: str, metric: str) -> int:
